@@ -1,0 +1,150 @@
+"""Claims: the metadata of one testable prediction of NTK theory, and the record schema.
+
+A claim is declared on a pytest test function with the ``claim`` marker::
+
+    @pytest.mark.claim(id="ntk-at-init", statement="...", source="Jacot et al. 2018, Thm 1",
+                       metric="||K_emp - K_inf||_F / ||K_inf||_F", tolerance=0.1, rate=-0.5)
+
+:meth:`Claim.from_marker_kwargs` validates the keywords; an invalid marker is a collection
+error that names the test and the bad key. Each measurement a claim makes becomes one flat
+record (see :data:`RECORD_COLUMNS`), validated at the end of a run by :func:`record_schema`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+
+__all__ = ["Claim", "ClaimError", "MARKER_KEYS", "RECORD_COLUMNS", "record_schema"]
+
+#: Keywords the ``claim`` marker accepts.
+MARKER_KEYS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction")
+_REQUIRED = ("id", "statement", "source", "metric", "tolerance")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class ClaimError(ValueError):
+    """An invalid claim declaration (raised at collection)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One prediction of NTK theory, measured as a metric across widths.
+
+    Attributes:
+        id: Short stable id, lowercase letters, digits, ``-``, ``_``, ``.`` (e.g. ``ntk-at-init``).
+        statement: The prediction in words.
+        source: Paper and theorem/equation it comes from.
+        metric: What is measured, as a formula or in words.
+        tolerance: The claim holds at a width when the metric (mean over seeds) is
+            ``<= tolerance`` (``direction="below"``) or ``>= tolerance`` (``"above"``).
+        rate: Predicted log-log slope of the metric in width (e.g. -0.5), or None.
+        units: Units of the metric ("" for dimensionless).
+        direction: ``"below"`` (default) or ``"above"``.
+
+    """
+
+    id: str
+    statement: str
+    source: str
+    metric: str
+    tolerance: float
+    rate: float | None = None
+    units: str = ""
+    direction: str = "below"
+
+    @classmethod
+    def from_marker_kwargs(cls, kwargs: Mapping[str, Any], where: str = "") -> Claim:
+        """Validate the ``claim`` marker's keywords and build a :class:`Claim`.
+
+        Raises:
+            ClaimError: Unknown or missing keys, a malformed id, a non-numeric or non-finite
+                tolerance or rate, or a direction other than "below"/"above".
+
+        """
+        at = f" on {where}" if where else ""
+        unknown = sorted(set(kwargs) - set(MARKER_KEYS))
+        if unknown:
+            raise ClaimError(f"claim marker{at}: unknown key(s) {unknown}; allowed: {MARKER_KEYS}")
+        missing = [k for k in _REQUIRED if k not in kwargs]
+        if missing:
+            raise ClaimError(f"claim marker{at}: missing required key(s) {missing}")
+        cid = kwargs["id"]
+        if not isinstance(cid, str) or not _ID.match(cid):
+            raise ClaimError(
+                f"claim marker{at}: id {cid!r} must be a non-empty lowercase string of "
+                "letters, digits, '-', '_' or '.' (e.g. 'ntk-at-init')"
+            )
+        for key in ("statement", "source", "metric", "units"):
+            if key in kwargs and not isinstance(kwargs[key], str):
+                raise ClaimError(f"claim marker{at}: {key} must be a string")
+        values: dict[str, float | None] = {}
+        for key in ("tolerance", "rate"):
+            v = kwargs.get(key)
+            if v is None and key == "rate":
+                values[key] = None
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ClaimError(f"claim marker{at}: {key} must be a finite number, got {v!r}")
+            values[key] = float(v)
+        direction = kwargs.get("direction", "below")
+        if direction not in ("below", "above"):
+            raise ClaimError(f"claim marker{at}: direction must be 'below' or 'above'")
+        return cls(id=cid, statement=kwargs["statement"], source=kwargs["source"],
+                   metric=kwargs["metric"], tolerance=values["tolerance"],  # type: ignore[arg-type]
+                   rate=values["rate"], units=kwargs.get("units", ""), direction=direction)
+
+    def holds(self, value: float) -> bool:
+        """Whether a metric value satisfies the tolerance in this claim's direction."""
+        if not math.isfinite(value):
+            return False
+        return value <= self.tolerance if self.direction == "below" else value >= self.tolerance
+
+    def to_dict(self) -> dict[str, Any]:
+        """The claim as a dict of builtin types."""
+        return asdict(self)
+
+
+#: Columns every record has (claims may add more, of builtin scalar types).
+RECORD_COLUMNS = (
+    "run_id", "claim_id", "arch_id", "family", "depth", "activation", "parametrization", "bias",
+    "weight_std", "bias_std", "width", "seed", "value", "profile", "device", "dtype",
+    "elapsed_s", "nodeid",
+)
+
+
+def record_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameSchema:
+    """The pandera schema of a records table.
+
+    Checks: finite ``value``; positive integer ``width``; non-negative ``seed``; non-empty
+    ``claim_id`` and ``arch_id``; ``claim_id`` among ``claim_ids`` when given. Extra columns
+    are allowed (claims record extra named values).
+    """
+    cid_checks = [pa.Check.str_length(min_value=1)]
+    if claim_ids is not None:
+        cid_checks.append(pa.Check.isin(sorted(set(claim_ids))))
+    finite = pa.Check(lambda s: pd.Series(s, dtype=float).map(math.isfinite),
+                      element_wise=False, error="value must be finite (no NaN or Inf)")
+    return pa.DataFrameSchema(
+        {
+            "run_id": pa.Column(str),
+            "claim_id": pa.Column(str, cid_checks),
+            "arch_id": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "width": pa.Column(int, pa.Check.gt(0)),
+            "seed": pa.Column(int, pa.Check.ge(0)),
+            "value": pa.Column(float, finite, nullable=False),
+            "profile": pa.Column(str),
+            "device": pa.Column(str),
+            "dtype": pa.Column(str),
+            "elapsed_s": pa.Column(float, pa.Check.ge(0)),
+            "nodeid": pa.Column(str),
+        },
+        strict=False,
+        coerce=True,
+    )

@@ -1,0 +1,378 @@
+"""The empirical (finite-width) neural tangent kernel of a PyTorch network.
+
+``Theta(x1, x2)[a, b] = sum_p (d f_a(x1) / d theta_p) (d f_b(x2) / d theta_p)`` at the network's
+current parameters (Jacot et al. 2018, eq. 2), summed over all parameters with
+``requires_grad``. Three implementations give one answer (up to float rounding):
+
+* ``"jacobian"``: per-sample Jacobians with ``torch.func.jacrev`` under ``vmap``, contracted.
+* ``"ntvp"``: NTK-vector products (``vjp`` at ``x2`` then ``jvp`` at ``x1``), no Jacobian held.
+* ``"structured"``: per-layer Gram products of layer inputs and back-propagated output gradients
+  for ``nn.Linear``, ``nn.Conv2d`` and the :mod:`ntkcheck.arch` layers (Novak et al. 2022,
+  "Fast Finite Width Neural Tangent Kernel", structured derivatives); any other parameterized
+  module falls back to Jacobian contraction. See :mod:`ntkcheck.kernels._structured`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ntkcheck.kernels import _contraction, _structured
+from ntkcheck.kernels._memory import available_memory_bytes, check_memory
+
+IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
+OUTPUTS = ("full", "trace", "diagonal")
+
+
+class TrainModeError(ValueError):
+    """Raised when a module makes one sample's output depend on the batch or on randomness."""
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Refuse modules for which the per-input-pair NTK is undefined.
+
+    Args:
+        model: The network.
+
+    Raises:
+        TrainModeError: If a BatchNorm layer is in training mode (or keeps no running
+            statistics, so it normalizes with batch statistics even in eval mode) or a dropout
+            layer with ``p > 0`` is in training mode. The message names the module.
+    """
+    for name, m in model.named_modules():
+        label = f"{name or '<root>'!r} ({type(m).__name__})"
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.training:
+                raise TrainModeError(
+                    f"module {label} is in training mode: it normalizes with statistics of the "
+                    "whole batch, so one input's output depends on the others and the NTK is "
+                    "not defined per pair of inputs; call model.eval() before empirical_ntk"
+                )
+            if m.running_mean is None:
+                raise TrainModeError(
+                    f"module {label} has track_running_stats=False and normalizes with batch "
+                    "statistics even in eval mode; the NTK is not defined per pair of inputs"
+                )
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            raise TrainModeError(
+                f"module {label} is an active dropout layer (training mode, p={m.p}): the "
+                "network is random, so its NTK is undefined; call model.eval() before "
+                "empirical_ntk"
+            )
+
+
+@dataclass
+class _Probe:
+    """Per-sample sizes from one forward pass on a single input."""
+
+    n_out: int
+    n_params: int
+    activations: int  # elements output by all leaf modules
+    macs: int  # multiply-accumulates of linear/conv layers (plus one per other activation)
+    layer_cost: dict[str, tuple[str, int, int, int, int]]  # kind, S or P, in, out, C_out
+    calls: dict[str, int]
+
+
+def _probe(model: nn.Module, x: torch.Tensor, candidates: dict[str, _structured.LayerInfo]) -> _Probe:
+    stats = {"act": 0, "macs": 0}
+    calls: dict[str, int] = {}
+    layer_cost: dict[str, tuple[str, int, int, int, int]] = {}
+    handles = []
+    for name, m in model.named_modules():
+        if next(m.children(), None) is not None and name not in candidates:
+            continue
+
+        def hook(mod, args, out, name=name):
+            if not isinstance(out, torch.Tensor):
+                return
+            stats["act"] += out.numel()
+            if name in candidates:
+                calls[name] = calls.get(name, 0) + 1
+                info = candidates[name]
+                a = args[0]
+                if info.kind == "dense":
+                    s = a.numel() // a.shape[-1]
+                    layer_cost[name] = ("dense", s, a.shape[-1], out.shape[-1], out.shape[-1])
+                    stats["macs"] += s * a.shape[-1] * out.shape[-1]
+                else:
+                    w = mod.weight
+                    p = out[0, 0].numel()
+                    layer_cost[name] = ("conv2d", p, w[0].numel(), out.shape[1], out.shape[1])
+                    stats["macs"] += p * w.numel()
+            elif isinstance(mod, (nn.Linear, nn.Conv2d)) or hasattr(mod, "weight"):
+                w = getattr(mod, "weight", None)
+                stats["macs"] += (w.numel() if isinstance(w, torch.Tensor) else 0) * max(
+                    1, out.numel() // max(1, out.shape[-1] if out.dim() > 1 else 1)
+                )
+            else:
+                stats["macs"] += out.numel()
+
+        handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            out = model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return _Probe(out.numel(), n_params, stats["act"], stats["macs"], layer_cost, calls)
+
+
+def _out_elems(n_out: int, output: str) -> int:
+    return {"full": n_out * n_out, "trace": 1, "diagonal": n_out}[output]
+
+
+class _Impl:
+    """One implementation: per-block features, the kernel of two feature blocks, and costs."""
+
+    name = ""
+
+    def __init__(self, model: nn.Module, params: dict[str, torch.Tensor], probe: _Probe,
+                 output: str) -> None:
+        self.model, self.params, self.probe, self.output = model, params, probe, output
+
+    def features(self, x: torch.Tensor):  # noqa: D102
+        return x
+
+    def gram(self, f1, f2) -> torch.Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def memory_elems(self, b1: int, b2: int) -> float:  # noqa: D102
+        raise NotImplementedError
+
+    def flops(self, n1: int, n2: int, nb1: int) -> float:  # noqa: D102
+        raise NotImplementedError
+
+
+class _Jacobian(_Impl):
+    name = "jacobian"
+
+    def features(self, x):
+        with torch.no_grad():
+            return _contraction.per_sample_jacobian(self.model, self.params, x, self.probe.n_out)
+
+    def gram(self, f1, f2):
+        total = None
+        for k in f1:
+            part = _contraction.contract(f1[k], f2[k], self.output)
+            total = part if total is None else total + part
+        return total
+
+    def memory_elems(self, b1, b2):
+        p = self.probe
+        return 2 * (b1 + b2) * p.n_out * p.n_params + max(b1, b2) * p.n_out * p.activations
+
+    def flops(self, n1, n2, nb1):
+        p = self.probe
+        oc = p.n_out**2 if self.output == "full" else p.n_out
+        return (n1 + nb1 * n2) * p.n_out * (3 * p.macs + p.n_params) + n1 * n2 * oc * p.n_params
+
+
+class _NTVP(_Impl):
+    name = "ntvp"
+
+    def chunk(self, b1: int, b2: int) -> int:
+        """Kernel columns per ``vmap`` call: a quarter of free memory, at most all columns."""
+        p = self.probe
+        per_col = 3 * p.n_params + 3 * b1 * p.activations + b1 * p.n_out
+        free = available_memory_bytes(next(self.model.parameters()).device) or (8 << 30)
+        itemsize = next(self.model.parameters()).element_size()
+        return int(max(1, min(b2 * p.n_out, free // 4 // (itemsize * per_col))))
+
+    def gram(self, x1, x2):
+        with torch.no_grad():
+            k = _contraction.ntvp_kernel(self.model, self.params, x1, x2, self.probe.n_out,
+                                         self.chunk(x1.shape[0], x2.shape[0]))
+        if self.output == "trace":
+            return k.diagonal(dim1=2, dim2=3).sum(-1)
+        if self.output == "diagonal":
+            return k.diagonal(dim1=2, dim2=3)
+        return k
+
+    def memory_elems(self, b1, b2):
+        p = self.probe
+        per_col = 3 * p.n_params + 3 * b1 * p.activations + b1 * p.n_out
+        return min(b2 * p.n_out, 64) * per_col + b2 * p.activations + b1 * b2 * p.n_out**2
+
+    def flops(self, n1, n2, nb1):
+        p = self.probe
+        return 3 * n2 * p.n_out * (n1 + nb1) * p.macs
+
+
+class _Structured(_Impl):
+    name = "structured"
+
+    def __init__(self, model, params, probe, output, layers):
+        super().__init__(model, params, probe, output)
+        self.layers = layers
+        covered = set()
+        for name in layers:
+            covered.update(f"{name}.{k}" if name else k for k in ("weight", "bias"))
+        self.fallback = {k: v for k, v in params.items() if k not in covered}
+        self.n_fallback = sum(v.numel() for v in self.fallback.values())
+
+    def features(self, x):
+        return _structured.features(self.model, self.layers, self.fallback, x, self.probe.n_out)
+
+    def gram(self, f1, f2):
+        return _structured.gram(self.layers, f1, f2, self.output)
+
+    def _layer_terms(self, b1, b2):
+        p, o = self.probe, self.probe.n_out
+        oc = o**2 if self.output == "full" else o
+        feats = inter = flops = 0.0
+        for name in self.layers:
+            kind, s, fan_in, fan_out, c_out = p.layer_cost[name]
+            feats += (b1 + b2) * s * (fan_in + o * fan_out)
+            if kind == "dense":
+                inter = max(inter, b1 * b2 * s * s * (_out_elems(o, self.output) + 1))
+                flops += s * s * (fan_in + oc * fan_out)
+            else:
+                extra = 0 if self.output == "trace" else b1 * b2 * o * c_out * s
+                inter = max(inter, 2 * b1 * b2 * s * s + extra)
+                flops += s * s * (fan_in + o * c_out) + (0 if self.output == "trace"
+                                                          else oc * c_out * s)
+        return feats, inter, flops
+
+    def memory_elems(self, b1, b2):
+        p = self.probe
+        feats, inter, _ = self._layer_terms(b1, b2)
+        jac = 2 * (b1 + b2) * p.n_out * self.n_fallback
+        return feats + inter + jac + max(b1, b2) * p.n_out * p.activations
+
+    def flops(self, n1, n2, nb1):
+        p = self.probe
+        _, _, per_pair = self._layer_terms(1, 1)
+        oc = p.n_out**2 if self.output == "full" else p.n_out
+        return ((n1 + nb1 * n2) * p.n_out * 3 * p.macs + n1 * n2 * per_pair
+                + n1 * n2 * oc * self.n_fallback)
+
+
+def _transpose(k: torch.Tensor, output: str) -> torch.Tensor:
+    """``K(x2, x1)`` from ``K(x1, x2)``: swap the input axes (and the output axes for full)."""
+    return k.permute(1, 0, 3, 2) if output == "full" else k.transpose(0, 1)
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def empirical_ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    implementation: str = "auto",
+    output: str = "trace",
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Empirical NTK ``J(x1) J(x2)^T`` of ``model`` at its current parameters.
+
+    The derivative is taken w.r.t. every parameter with ``requires_grad`` (Jacot et al. 2018,
+    eq. 2). Computation runs without recording autograd history on the parameters, in the
+    model's dtype and on its device (float64 models are the ones to use for comparisons with
+    theory; float32 models give float32 kernels).
+
+    ``implementation="auto"`` estimates, per candidate, the peak memory and the floating-point
+    work, and picks the cheapest candidate that fits in free memory. With ``O`` outputs,
+    ``P`` trainable parameters, ``F`` multiply-accumulates of one forward pass on one input,
+    ``n1``/``n2`` inputs and ``B1`` blocks of ``x1``, ``c = O**2`` for ``"full"`` else ``O``:
+
+    * ``jacobian``: ``(n1 + B1 n2) O (3F + P) + n1 n2 c P``;
+    * ``ntvp``: ``3 n2 O (n1 + B1) F``;
+    * ``structured``: ``(n1 + B1 n2) 3 O F + n1 n2 sum_l S_l^2 (fan_in_l + c fan_out_l)``
+      (``S_l`` positions of layer ``l``: 1 for dense layers, output pixels for convolutions)
+      plus the ``jacobian`` cost of any fallback parameters.
+
+    Args:
+        model: A ``torch.nn.Module`` mapping ``(n, *input_shape)`` to ``(n, O)`` (or any
+            ``(n, ...)`` output, flattened to ``O`` values per input). Put it in eval mode.
+        x1: ``(N1, *input_shape)`` inputs; cast to the model's dtype and device.
+        x2: ``(N2, *input_shape)`` inputs, or ``None`` for ``x2 = x1``; the Gram is then
+            computed once (upper block triangle) and made exactly symmetric.
+        implementation: ``"auto"``, ``"jacobian"``, ``"ntvp"`` or ``"structured"``.
+        output: ``"full"`` gives ``(N1, N2, O, O)``; ``"trace"`` gives ``(N1, N2)``, the sum over
+            the ``O`` diagonal output pairs; ``"diagonal"`` gives ``(N1, N2, O)``.
+        batch_size: If given, ``x1`` and ``x2`` are processed in blocks of at most this many
+            inputs (bounds memory; the result does not depend on it).
+
+    Returns:
+        The kernel, in the model's dtype, on the model's device, with the shape given by
+        ``output``.
+
+    Raises:
+        ValueError: On an unknown ``implementation``/``output``, a non-positive
+            ``batch_size``, a model without trainable parameters or mismatched input shapes.
+        TrainModeError: If BatchNorm is in training mode or dropout is active (see
+            :func:`check_eval_mode`).
+        KernelMemoryError: If the estimated peak memory exceeds free memory (the message gives
+            the estimate in GiB and suggests ``batch_size`` or a smaller width).
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown implementation {implementation!r}; choose one of "
+                         f"{IMPLEMENTATIONS}")
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; choose one of {OUTPUTS}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_eval_mode(model)
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    if not params:
+        raise ValueError("the model has no parameters with requires_grad=True; its NTK is zero")
+    ref = next(iter(params.values()))
+    dtype, device = ref.dtype, ref.device
+    symmetric = x2 is None
+    x1 = torch.as_tensor(x1).to(device=device, dtype=dtype)
+    x2 = x1 if symmetric else torch.as_tensor(x2).to(device=device, dtype=dtype)
+    if x1.dim() < 1 or x1.shape[1:] != x2.shape[1:] or x1.shape[0] == 0 or x2.shape[0] == 0:
+        raise ValueError(f"x1 and x2 must be non-empty batches of inputs of one shape, got "
+                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
+
+    candidates = _structured.supported_layers(model)
+    probe = _probe(model, x1, candidates)
+    layers = {k: v for k, v in candidates.items() if probe.calls.get(k, 0) == 1}
+    n1, n2 = x1.shape[0], x2.shape[0]
+    b1, b2 = min(n1, batch_size or n1), min(n2, batch_size or n2)
+    nb1 = math.ceil(n1 / b1)
+    impls: dict[str, _Impl] = {
+        "jacobian": _Jacobian(model, params, probe, output),
+        "ntvp": _NTVP(model, params, probe, output),
+        "structured": _Structured(model, params, probe, output, layers),
+    }
+    itemsize = ref.element_size()
+    result_bytes = n1 * n2 * _out_elems(probe.n_out, output) * itemsize
+
+    def need(impl: _Impl) -> float:
+        return result_bytes + itemsize * impl.memory_elems(b1, b2)
+
+    if implementation == "auto":
+        free = available_memory_bytes(device)
+        fits = [i for i in impls.values() if free is None or need(i) <= free]
+        pool = fits or list(impls.values())
+        impl = min(pool, key=lambda i: i.flops(n1, n2, nb1))
+    else:
+        impl = impls[implementation]
+    check_memory(need(impl), device,
+                 f"empirical_ntk(implementation={impl.name!r}) on {n1}x{n2} inputs "
+                 f"(blocks of {b1}x{b2}, {probe.n_params} parameters, {probe.n_out} outputs)")
+
+    shape = {"full": (n1, n2, probe.n_out, probe.n_out), "trace": (n1, n2),
+             "diagonal": (n1, n2, probe.n_out)}[output]
+    result = torch.empty(shape, dtype=dtype, device=device)
+    blocks1, blocks2 = _blocks(n1, b1), _blocks(n2, b2)
+    for i, (s1, e1) in enumerate(blocks1):
+        f1 = impl.features(x1[s1:e1])
+        for j, (s2, e2) in enumerate(blocks2):
+            if symmetric and j < i:
+                continue
+            f2 = f1 if symmetric and i == j else impl.features(x2[s2:e2])
+            k = impl.gram(f1, f2)
+            result[s1:e1, s2:e2] = k
+            if symmetric and j > i:
+                result[s2:e2, s1:e1] = _transpose(k, output)
+    if symmetric:
+        result = (result + _transpose(result, output)) / 2
+    return result

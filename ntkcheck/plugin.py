@@ -1,0 +1,504 @@
+"""The ntkcheck pytest plugin (entry point ``pytest11``).
+
+What it adds to pytest:
+
+* the ``claim`` marker, validated at collection (:class:`ntkcheck.claim.Claim`);
+* options ``--ntk-profile``, ``--ntk-widths``, ``--ntk-seeds``, ``--ntk-device``,
+  ``--ntk-report`` and the ini keys ``ntk_profile``, ``ntk_widths``, ``ntk_seeds``,
+  ``ntk_device``, ``ntk_report`` (options win over ini keys, ini keys over the profile);
+* fixtures ``ntk_profile``, ``widths``, ``seeds``, ``device``, ``measure`` and ``digits``;
+* Hypothesis settings for claim tests from the profile (examples, no deadline, ``too_slow``
+  and ``function_scoped_fixture`` health checks off, no example database, derandomized in
+  ``smoke`` and ``quick``);
+* one torch thread per CPU core share under pytest-xdist;
+* the verdict: after a claim test's body has run, its records are turned into verdicts and the
+  test fails when the claim does not hold at the widest width for some architecture;
+* the run folder ``<report dir>/<run id>/`` with ``records.jsonl`` (appended as each test
+  report reaches the controlling process, so it survives a crashed worker), ``records.csv``,
+  ``verdicts.csv``, ``width_verdicts.csv``, ``meta.json`` and ``report.html``, and a
+  ``latest`` link to it.
+
+Records travel from xdist workers to the controller on the test reports' ``user_properties``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ntkcheck.claim import Claim, ClaimError
+from ntkcheck.profiles import Profile, get_profile, parse_widths
+
+RECORD_KEY = "ntkcheck.record"
+CLAIM_KEY = "ntkcheck.claim"
+
+_SETTINGS = pytest.StashKey["Settings"]()
+_RUN = pytest.StashKey["RunWriter"]()
+_CLAIM = pytest.StashKey[Claim]()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved options of a run."""
+
+    profile: Profile
+    device: str
+    report_dir: Path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the ``--ntk-*`` options and their ini keys."""
+    group = parser.getgroup("ntkcheck", "ntkcheck: claims of NTK theory")
+    opts = [
+        ("profile", "NAME", "run profile: smoke (CI), quick (laptop, default), paper (GPU)"),
+        ("widths", "W1,W2,...", "comma-separated widths to sweep (overrides the profile)"),
+        ("seeds", "N", "seeds per architecture and width (overrides the profile)"),
+        ("device", "DEV", "auto (CUDA when present), cpu, cuda or cuda:K; default auto"),
+        ("report", "DIR", "folder for run reports, relative to the rootdir; default reports"),
+    ]
+    for name, metavar, text in opts:
+        group.addoption(f"--ntk-{name}", dest=f"ntk_{name}", metavar=metavar, default=None,
+                        help=text)
+        parser.addini(f"ntk_{name}", f"default for --ntk-{name}: {text}", default=None)
+
+
+def _option(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(f"ntk_{name}")
+    if value is None:
+        value = config.getini(f"ntk_{name}") or None
+    return value
+
+
+def _resolve_settings(config: pytest.Config) -> Settings:
+    try:
+        profile = get_profile(_option(config, "profile") or "quick")
+        widths_opt = _option(config, "widths")
+        seeds_opt = _option(config, "seeds")
+        widths = parse_widths(widths_opt) if widths_opt else None
+        n_seeds = None
+        if seeds_opt is not None:
+            try:
+                n_seeds = int(seeds_opt)
+            except ValueError:
+                raise ValueError(f"--ntk-seeds: {seeds_opt!r} is not an integer") from None
+            if n_seeds < 1:
+                raise ValueError(f"--ntk-seeds must be at least 1, got {n_seeds}")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return Settings(
+        profile=profile.with_overrides(widths=widths, n_seeds=n_seeds),
+        device=_option(config, "device") or "auto",
+        report_dir=Path(_option(config, "report") or "reports"),
+    )
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker, resolve settings, set torch threads, prepare the run writer."""
+    config.addinivalue_line(
+        "markers",
+        "claim(id, statement, source, metric, tolerance, rate=None, units='', "
+        "direction='below'): a prediction of NTK theory measured across widths (ntkcheck)",
+    )
+    settings = _resolve_settings(config)
+    config.stash[_SETTINGS] = settings
+    if _is_worker(config):
+        import torch
+
+        from ntkcheck.devices import threads_per_worker
+
+        count = int(config.workerinput.get("workercount", 1))
+        torch.set_num_threads(threads_per_worker(os.cpu_count() or 1, count))
+    else:
+        run = RunWriter(config, settings)
+        config.stash[_RUN] = run
+        config.pluginmanager.register(run, "ntkcheck-run")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """With ``-n auto``, one worker per GPU when the run uses CUDA; xdist's default otherwise."""
+    settings = config.stash.get(_SETTINGS, None)
+    if settings is None or settings.device == "cpu":
+        return None
+    import torch
+
+    from ntkcheck.devices import auto_num_workers
+
+    n_gpu = torch.cuda.device_count()
+    return auto_num_workers(os.cpu_count() or 1, n_gpu) if n_gpu else None
+
+
+def _claim_kwargs(obj: Any) -> dict[str, Any] | None:
+    marks = [m for m in getattr(obj, "pytestmark", []) if getattr(m, "name", "") == "claim"]
+    if not marks:
+        return None
+    if len(marks) > 1:
+        raise ClaimError("a test may carry only one claim marker")
+    if marks[0].args:
+        raise ClaimError("the claim marker takes keyword arguments only, e.g. claim(id='...')")
+    return dict(marks[0].kwargs)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Validate the claim marker at collection; an invalid one is a collection error."""
+    if not callable(obj):
+        return None
+    try:
+        kwargs = _claim_kwargs(obj)
+        if kwargs is not None:
+            Claim.from_marker_kwargs(kwargs, where=f"{collector.nodeid}::{name}")
+    except ClaimError as exc:
+        raise pytest.Collector.CollectError(str(exc)) from None
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Attach the claim to each claim test and apply the profile's Hypothesis settings."""
+    settings = config.stash[_SETTINGS]
+    for item in items:
+        mark = item.get_closest_marker("claim")
+        if mark is None:
+            continue
+        claim = Claim.from_marker_kwargs(mark.kwargs, where=item.nodeid)
+        item.stash[_CLAIM] = claim
+        item.user_properties.append((CLAIM_KEY, claim.to_dict()))
+        obj = getattr(item, "obj", None)
+        if obj is not None and getattr(obj, "is_hypothesis_test", False):
+            _apply_hypothesis_settings(obj, settings.profile)
+
+
+def _apply_hypothesis_settings(test: Any, profile: Profile) -> None:
+    from hypothesis import HealthCheck
+    from hypothesis import settings as hsettings
+
+    parent = getattr(test, "_hypothesis_internal_use_settings", None) or hsettings.default
+    test._hypothesis_internal_use_settings = hsettings(
+        parent,
+        max_examples=profile.max_examples,
+        deadline=None,
+        derandomize=profile.derandomize,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                               HealthCheck.differing_executors],
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Run a claim test, then turn its records into a verdict (the test's outcome)."""
+    result = yield
+    claim = item.stash.get(_CLAIM, None)
+    if claim is None:
+        return result
+    import pandas as pd
+
+    from ntkcheck.verdict import compute_verdicts
+
+    records = [r for k, r in item.user_properties if k == RECORD_KEY]
+    if not records:
+        pytest.fail(f"claim {claim.id!r} recorded no measurements: call the `measure` fixture "
+                    "once per (architecture, width, seed)", pytrace=False)
+    _, per_arch = compute_verdicts(pd.DataFrame(records), {claim.id: claim})
+    failing = per_arch[~per_arch["holds_at_widest"].astype(bool)]
+    if len(failing):
+        relation = "<=" if claim.direction == "below" else ">="
+        lines = [f"claim {claim.id!r} does not hold at the widest width "
+                 f"(needs metric {relation} {claim.tolerance:g}):"]
+        lines += [f"  {r.arch_id}: {r.message}" for r in failing.itertuples()]
+        pytest.fail("\n".join(lines), pytrace=False)
+    return result
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def ntk_profile(pytestconfig: pytest.Config) -> Profile:
+    """The active :class:`ntkcheck.profiles.Profile`, with command-line overrides applied."""
+    return pytestconfig.stash[_SETTINGS].profile
+
+
+@pytest.fixture(scope="session")
+def widths(ntk_profile: Profile) -> list[int]:
+    """Widths to sweep, increasing (``--ntk-widths`` or the profile's)."""
+    return list(ntk_profile.widths)
+
+
+@pytest.fixture(scope="session")
+def seeds(ntk_profile: Profile) -> list[int]:
+    """Seed indices ``0..n_seeds-1`` (``--ntk-seeds`` or the profile's)."""
+    return list(range(ntk_profile.n_seeds))
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config):
+    """The ``torch.device`` claims run on (``--ntk-device``; under xdist, one GPU per worker)."""
+    from ntkcheck.devices import resolve_device
+
+    worker = getattr(pytestconfig, "workerinput", {}).get("workerid")
+    try:
+        return resolve_device(pytestconfig.stash[_SETTINGS].device, worker)
+    except (ValueError, RuntimeError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def digits(ntk_profile: Profile, device):
+    """scikit-learn's digits (a seeded subset of ``n_inputs`` images), float64, on ``device``.
+
+    See :func:`ntkcheck.data.load_dataset` for the preprocessing.
+    """
+    from ntkcheck.data import load_dataset
+
+    return load_dataset("digits", n=ntk_profile.n_inputs, seed=0, device=device)
+
+
+class Recorder:
+    """Records one measurement at a time for the running claim test (the ``measure`` fixture).
+
+    Call it as ``measure(spec, width=..., seed=..., value=..., **extra)``: ``spec`` is an
+    :class:`ntkcheck.arch.ArchSpec` (its fields go into the record), ``value`` the metric (a
+    finite float), ``extra`` further named builtin scalars (e.g. ``train_loss=0.01``).
+    """
+
+    def __init__(self, item: pytest.Item, claim: Claim, settings: Settings, device: Any) -> None:
+        self._item = item
+        self._claim = claim
+        self._settings = settings
+        self._device = str(device)
+        self._last = time.perf_counter()
+
+    def __call__(self, spec: Any, *, width: int, seed: int, value: float,
+                 dtype: str = "float64", **extra: Any) -> dict[str, Any]:
+        """Record one measurement and return the record.
+
+        Raises:
+            ValueError: A non-finite value, a non-positive width, or a non-scalar extra.
+
+        """
+        now = time.perf_counter()
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(
+                f"claim {self._claim.id!r} measured a non-finite value ({value}) for "
+                f"{spec.arch_id} at width {width}, seed {seed}; a claim must record finite "
+                "metrics (check the data for NaN/Inf and the learning rate for divergence)"
+            )
+        if int(width) < 1:
+            raise ValueError(f"width must be a positive integer, got {width}")
+        record: dict[str, Any] = {"run_id": "", "claim_id": self._claim.id,
+                                  "arch_id": spec.arch_id}
+        record.update(spec.fields())
+        record.update(width=int(width), seed=int(seed), value=value,
+                      profile=self._settings.profile.name, device=self._device,
+                      dtype=str(dtype).replace("torch.", ""), elapsed_s=now - self._last,
+                      nodeid=self._item.nodeid)
+        for key, val in extra.items():
+            if key in record:
+                raise ValueError(f"measure(): extra value {key!r} clashes with a record field")
+            if hasattr(val, "item"):
+                val = val.item()
+            if not isinstance(val, (int, float, str, bool)) and val is not None:
+                raise ValueError(f"measure(): extra value {key!r} must be a builtin scalar")
+            record[key] = val
+        self._item.user_properties.append((RECORD_KEY, record))
+        self._last = time.perf_counter()
+        return record
+
+
+@pytest.fixture
+def measure(request: pytest.FixtureRequest, device: Any) -> Recorder:
+    """Record a measurement: ``measure(spec, width=, seed=, value=, **extra)``."""
+    claim = request.node.stash.get(_CLAIM, None)
+    if claim is None:
+        raise pytest.UsageError(
+            f"{request.node.nodeid} uses `measure` but has no @pytest.mark.claim(...) marker"
+        )
+    return Recorder(request.node, claim, request.config.stash[_SETTINGS], device)
+
+
+# ----------------------------------------------------------------------------- run writer
+
+
+class RunWriter:
+    """Writes one run's folder on the controlling process (see the module docstring)."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.started = datetime.now(timezone.utc)
+        self.run_id = (self.started.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3))
+        base = settings.report_dir
+        self.root = base if base.is_absolute() else Path(config.rootpath) / base
+        self.dir = self.root / self.run_id
+        self.claims: dict[str, dict[str, Any]] = {}
+        self.n_records = 0
+        self.summary: list[str] | None = None
+        self._fh = None
+
+    def _open(self) -> Any:
+        if self._fh is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.dir / "records.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        return self._fh
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Hook: a test report reached the controller."""
+        self.add_report(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Hook: write the run's tables and report."""
+        self.finish(session, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Hook: print the verdict table and the report's path."""
+        if self.summary:
+            terminalreporter.write_sep("=", "ntkcheck verdicts")
+            for line in self.summary:
+                terminalreporter.write_line(line)
+
+    def add_report(self, report: pytest.TestReport) -> None:
+        """Append the report's records to ``records.jsonl`` and note the claim's outcome."""
+        props = list(getattr(report, "user_properties", []) or [])
+        claim = next((v for k, v in props if k == CLAIM_KEY), None)
+        crashed = report.failed and claim is None and "crashed" in str(report.longrepr)
+        if claim is None and not crashed:
+            return
+        if claim is None:  # a worker died: the claim's metadata did not travel
+            claim = {"id": report.nodeid, "statement": "(worker crashed before reporting)",
+                     "source": "", "metric": "", "units": "", "tolerance": math.nan,
+                     "rate": None, "direction": "below"}
+        entry = self.claims.setdefault(claim["id"], {**claim, "outcome": "passed",
+                                                     "nodeid": report.nodeid,
+                                                     "duration_s": 0.0, "longrepr": None,
+                                                     "shrunk_spec": None})
+        entry["duration_s"] += float(getattr(report, "duration", 0.0) or 0.0)
+        if report.when == "call" or crashed:
+            fh = self._open()
+            for key, rec in props:
+                if key == RECORD_KEY:
+                    fh.write(json.dumps({**rec, "run_id": self.run_id}) + "\n")
+                    self.n_records += 1
+            fh.flush()
+        outcome = None
+        if report.failed:
+            outcome = "failed" if report.when == "call" else "error"
+        elif report.skipped:
+            outcome = "skipped"
+        rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+        if outcome and rank[outcome] > rank[entry["outcome"]]:
+            entry["outcome"] = outcome
+            entry["longrepr"] = str(report.longrepr)[:4000]
+        if outcome:
+            self._open()
+
+    def finish(self, session: pytest.Session, interrupted: bool) -> None:
+        """Validate the records, compute verdicts, write tables, meta.json and the report."""
+        if self._fh is None and not self.claims:
+            return
+        self._open().close()
+        import pandas as pd
+
+        from ntkcheck.report import render_report
+        from ntkcheck.verdict import compute_verdicts
+
+        path = self.dir / "records.jsonl"
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        records = pd.DataFrame([json.loads(ln) for ln in lines])
+        known = {cid: Claim(**{k: c[k] for k in ("id", "statement", "source", "metric",
+                                                   "tolerance", "rate", "units", "direction")})
+                 for cid, c in self.claims.items() if math.isfinite(c["tolerance"])}
+        schema_error = None
+        if not records.empty:
+            from ntkcheck.claim import record_schema
+
+            try:
+                records = record_schema(known).validate(records)
+            except Exception as exc:  # pandera's SchemaError(s): keep the data, say why
+                schema_error = str(exc)
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        per_width, per_arch = compute_verdicts(records, known)
+        records.to_csv(self.dir / "records.csv", index=False)
+        per_width.to_csv(self.dir / "width_verdicts.csv", index=False)
+        per_arch.to_csv(self.dir / "verdicts.csv", index=False)
+        finished = datetime.now(timezone.utc)
+        meta = self._meta(finished, interrupted, schema_error)
+        (self.dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str),
+                                            encoding="utf-8")
+        report = render_report(records, per_width, per_arch, self.claims, meta,
+                               self.dir / "report.html")
+        self._link_latest()
+        self.summary = self._summary_lines(per_arch, report, schema_error)
+
+    def _link_latest(self) -> None:
+        latest = self.root / "latest"
+        tmp = self.root / f".latest-{self.run_id}"
+        try:
+            os.symlink(self.run_id, tmp, target_is_directory=True)
+            os.replace(tmp, latest)
+        except OSError:  # no symlinks (some Windows setups): write a pointer file instead
+            latest.mkdir(exist_ok=True)
+            (latest / "RUN").write_text(self.run_id + "\n", encoding="utf-8")
+
+    def _meta(self, finished: datetime, interrupted: bool, schema_error: str | None
+              ) -> dict[str, Any]:
+        import numpy
+        import torch
+
+        import ntkcheck
+
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=self.config.rootpath,
+                                    capture_output=True, text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+        p = self.settings.profile
+        workers = getattr(self.config.option, "numprocesses", None)
+        return {
+            "run_id": self.run_id, "profile": p.name, "widths": list(p.widths),
+            "seeds": p.n_seeds, "n_inputs": p.n_inputs, "max_examples": p.max_examples,
+            "device": self.settings.device,
+            "cuda_devices": [torch.cuda.get_device_name(i)
+                             for i in range(torch.cuda.device_count())],
+            "started": self.started.isoformat(timespec="seconds"),
+            "finished": finished.isoformat(timespec="seconds"),
+            "duration_s": round((finished - self.started).total_seconds(), 2),
+            "interrupted": interrupted, "schema_error": schema_error,
+            "n_records": self.n_records, "workers": workers,
+            "git_commit": commit or None, "hostname": socket.gethostname(),
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "pytest": pytest.__version__,
+            "ntkcheck": ntkcheck.__version__, "command": " ".join(sys.argv),
+        }
+
+    def _summary_lines(self, per_arch: Any, report: Path, schema_error: str | None
+                       ) -> list[str]:
+        lines = []
+        for r in per_arch.itertuples():
+            mark = "HOLDS" if r.holds_at_widest else "FAILS"
+            lines.append(f"{mark:5}  {r.claim_id:28} {r.arch_id:28} {r.message}")
+        for cid, c in self.claims.items():
+            if c["outcome"] == "error":
+                lines.append(f"ERROR  {cid:28} {'':28} {str(c['longrepr']).splitlines()[-1]}")
+        if schema_error:
+            lines.append(f"records failed schema validation: {schema_error.splitlines()[0]}")
+        lines.append(f"{self.n_records} records; report: {report}")
+        return lines

@@ -1,0 +1,93 @@
+"""Run profiles: how big a claims run is.
+
+``smoke`` is for CI (seconds per claim), ``quick`` for a laptop CPU (the default: minutes for
+the whole suite), ``paper`` for a GPU at the seed paper's scale. Command-line options
+(``--ntk-widths``, ``--ntk-seeds``) override a profile's fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["Profile", "PROFILES", "get_profile", "parse_widths"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of a claims run.
+
+    Attributes:
+        name: Profile name.
+        widths: Hidden widths swept by every claim, increasing.
+        n_seeds: Seeds (independent initializations) per (architecture, width).
+        n_inputs: Data points used by kernel and training claims.
+        max_examples: Hypothesis examples (architectures) drawn per claim, besides pinned ones.
+        train_steps: Gradient steps for training claims.
+        derandomize: Whether Hypothesis draws the same architectures every run.
+
+    """
+
+    name: str
+    widths: tuple[int, ...]
+    n_seeds: int
+    n_inputs: int
+    max_examples: int
+    train_steps: int
+    derandomize: bool
+
+    def with_overrides(self, widths: tuple[int, ...] | None = None,
+                       n_seeds: int | None = None) -> Profile:
+        """A copy with the given fields replaced (None keeps the profile's value)."""
+        return replace(self, widths=widths or self.widths, n_seeds=n_seeds or self.n_seeds)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", (32, 64, 128, 256), n_seeds=2, n_inputs=24, max_examples=1,
+                     train_steps=20, derandomize=True),
+    "quick": Profile("quick", (64, 256, 1024, 4096), n_seeds=3, n_inputs=48, max_examples=2,
+                     train_steps=50, derandomize=True),
+    "paper": Profile("paper", (64, 256, 1024, 4096, 16384), n_seeds=5, n_inputs=256,
+                     max_examples=10, train_steps=500, derandomize=False),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``.
+
+    Raises:
+        ValueError: For an unknown name, listing the known ones.
+
+    """
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown ntkcheck profile {name!r}; choose one of {sorted(PROFILES)}"
+        ) from None
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """Parse ``"64,256,1024"`` into ``(64, 256, 1024)`` (sorted, unique).
+
+    Raises:
+        ValueError: If an entry is not a positive integer, saying which.
+
+    """
+    widths = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            w = int(part)
+        except ValueError:
+            raise ValueError(
+                f"--ntk-widths: {part!r} is not an integer; give comma-separated positive "
+                "integers such as 64,256,1024"
+            ) from None
+        if w < 1:
+            raise ValueError(f"--ntk-widths: width {w} must be a positive integer")
+        widths.append(w)
+    if not widths:
+        raise ValueError("--ntk-widths: no widths given; e.g. --ntk-widths 64,256,1024")
+    return tuple(sorted(set(widths)))

@@ -1,0 +1,148 @@
+"""Assemble the self-contained HTML report."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup
+
+from ntkcheck.report import fmt
+from ntkcheck.report.embed import frame_split, script_json
+from ntkcheck.report.frames import (
+    ARCH_VERDICT_COLUMNS,
+    RECORD_COLUMNS,
+    WIDTH_VERDICT_COLUMNS,
+    arch_order,
+    claim_order,
+    ensure_columns,
+    widths,
+)
+from ntkcheck.report.grid import build_grid
+from ntkcheck.report.plots import palette
+from ntkcheck.report.sections import build_section
+
+_HERE = Path(__file__).parent
+#: Most rows of the records table written as HTML (all are in the embedded JSON).
+MAX_TABLE_ROWS = 5000
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_HERE)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _records_table(records: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    shown = records.head(MAX_TABLE_ROWS).astype(object)
+    rows = [[fmt.cell(v) for v in row] for row in shown.itertuples(index=False, name=None)]
+    return [str(c) for c in records.columns], rows
+
+
+def _outcome_counts(claims: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
+    counts = Counter(str(c.get("outcome") or "unknown") for c in claims.values())
+    ordered = [(o, counts.pop(o, 0)) for o in OUTCOMES]
+    return ordered + sorted(counts.items())
+
+
+def build_html(
+    records: pd.DataFrame | None,
+    width_verdicts: pd.DataFrame | None,
+    arch_verdicts: pd.DataFrame | None,
+    claims: Mapping[str, Mapping[str, Any]],
+    meta: Mapping[str, Any],
+) -> str:
+    """Render the report to a string; see :func:`render_report` for the arguments."""
+    recs = ensure_columns(records, RECORD_COLUMNS)
+    wv = ensure_columns(width_verdicts, WIDTH_VERDICT_COLUMNS)
+    av = ensure_columns(arch_verdicts, ARCH_VERDICT_COLUMNS)
+    claims = {str(k): dict(v or {}) for k, v in (claims or {}).items()}
+    meta = dict(meta or {})
+
+    claim_ids = claim_order(claims, recs, wv, av)
+    colors = palette(arch_order(recs, wv, av))
+    outcomes = {cid: str(c.get("outcome") or "") for cid, c in claims.items()}
+    grid = build_grid(recs, wv, av, claim_ids, widths(recs, wv), colors, outcomes)
+
+    rec_claim, av_claim = recs["claim_id"].astype(str), av["claim_id"].astype(str)
+    sections = [
+        build_section(cid, claims.get(cid), recs[rec_claim == cid], av[av_claim == cid], colors)
+        for cid in claim_ids
+    ]
+    columns, rows = _records_table(recs)
+    verdicts = {
+        "width_verdicts": frame_split(wv),
+        "arch_verdicts": frame_split(av),
+        "claims": claims,
+    }
+    holding = sum(r.verdict_status == "holds" for r in grid.rows)
+    judged = sum(r.verdict_status != "missing" for r in grid.rows)
+    context = {
+        "run_id": fmt.meta_value(meta.get("run_id")),
+        "profile": fmt.meta_value(meta.get("profile")),
+        "date": fmt.date(meta.get("started")),
+        "device": fmt.meta_value(meta.get("device")),
+        "duration": fmt.sig(meta.get("duration_s"), 3),
+        "interrupted": bool(meta.get("interrupted")),
+        "outcome_counts": _outcome_counts(claims),
+        "n_claims": len(claims),
+        "holding": holding,
+        "judged": judged,
+        "grid": grid,
+        "sections": sections,
+        "meta_items": [(str(k), fmt.meta_value(v)) for k, v in meta.items()],
+        "columns": columns,
+        "rows": rows,
+        "n_records": len(recs),
+        "css": Markup((_HERE / "report.css").read_text(encoding="utf-8")),
+        "records_json": Markup(script_json(frame_split(recs))),
+        "verdicts_json": Markup(script_json(verdicts)),
+        "meta_json": Markup(script_json(meta)),
+    }
+    return _environment().get_template("template.html.j2").render(context)
+
+
+def render_report(
+    records: pd.DataFrame | None,
+    width_verdicts: pd.DataFrame | None,
+    arch_verdicts: pd.DataFrame | None,
+    claims: Mapping[str, Mapping[str, Any]],
+    meta: Mapping[str, Any],
+    path: str | Path,
+) -> Path:
+    """Write the run's self-contained HTML report.
+
+    The file needs no network: styles, script and plots (SVG) are inline.
+    The records, the verdicts (with the claims) and ``meta`` are embedded as
+    JSON in ``<script type="application/json">`` elements whose ids are
+    ``ntkcheck-records``, ``ntkcheck-verdicts`` and ``ntkcheck-meta``. Each
+    frame is stored as ``{"columns": [...], "data": [[...], ...]}``.
+
+    Args:
+        records: One row per measurement (may be empty or None).
+        width_verdicts: Verdict per (claim, architecture, width).
+        arch_verdicts: Verdict and power-law fit per (claim, architecture).
+        claims: Claim id -> claim description and pytest outcome.
+        meta: Run metadata (JSON-able values), shown as the environment table.
+        path: Output file; its parent directory must exist.
+
+    Returns:
+        The path written, as a :class:`~pathlib.Path`.
+
+    """
+    out = Path(path)
+    html = build_html(records, width_verdicts, arch_verdicts, claims, meta)
+    out.write_text(html, encoding="utf-8")
+    return out

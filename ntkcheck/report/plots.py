@@ -1,0 +1,229 @@
+"""Log-log plots of a metric against width, rendered as small inline SVG.
+
+Matplotlib is used through its object-oriented API only: a bare
+:class:`~matplotlib.figure.Figure` attached to the SVG canvas. pyplot is never
+imported, so the global backend and figure registry are left alone and there is
+no figure to close; rc settings are applied inside :func:`matplotlib.rc_context`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from ntkcheck.report.fmt import sig
+
+#: Colours assigned to architectures, in order (matplotlib's tab10).
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+
+#: Upper bound on per-seed points drawn in one plot (keeps the SVG small).
+MAX_POINTS = 400
+
+_RC = {
+    "svg.fonttype": "none",
+    "svg.image_inline": True,
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "legend.fontsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+_STRIP = (
+    re.compile(r"<\?xml[^>]*\?>\s*"),
+    re.compile(r"<!DOCTYPE[^>]*>\s*"),
+    re.compile(r"<metadata>.*?</metadata>\s*", re.S),
+    re.compile(r"<!--.*?-->", re.S),
+)
+_BETWEEN_TAGS = re.compile(r">\s+<")
+
+
+@dataclass(frozen=True)
+class PlotSeries:
+    """One architecture's measurements of a metric.
+
+    Attributes:
+        label: Legend label (the architecture id).
+        widths: Width of each measurement (one entry per seed and width).
+        values: Metric value of each measurement, aligned with ``widths``.
+        color: Line colour; None picks from :data:`PALETTE` by position.
+        slope: Fitted log-log slope (NaN when there is no fit).
+        slope_low: Lower end of the slope's 95% interval.
+        slope_high: Upper end of the slope's 95% interval.
+        intercept: Fitted intercept of ``ln(value) = intercept + slope * ln(width)``
+            (natural logarithms, as :func:`ntkcheck.metrics.fit_rate` fits).
+
+    """
+
+    label: str
+    widths: Sequence[float]
+    values: Sequence[float]
+    color: str | None = None
+    slope: float = math.nan
+    slope_low: float = math.nan
+    slope_high: float = math.nan
+    intercept: float = math.nan
+
+
+def palette(keys: Sequence[str]) -> dict[str, str]:
+    """Assign a colour to each key, cycling through :data:`PALETTE`.
+
+    Args:
+        keys: Keys in the order they should take colours.
+
+    Returns:
+        Mapping key -> hex colour.
+
+    """
+    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(keys)}
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float, np.number)) and math.isfinite(x)
+
+
+def _subsample(n: int, keep: int) -> np.ndarray:
+    """Indices of an evenly spaced subsample of ``keep`` out of ``n`` items."""
+    if n <= keep:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, keep).round().astype(int))
+
+
+def _tidy_svg(text: str) -> str:
+    for pattern in _STRIP:
+        text = pattern.sub("", text)
+    return _BETWEEN_TAGS.sub("><", text).strip()
+
+
+def _draw_series(ax, s: PlotSeries, color: str, log_y: bool, rate, point_idx) -> bool:
+    """Draw one series; return whether a predicted-slope line was drawn."""
+    w = np.asarray(s.widths, dtype=float)
+    v = np.asarray(s.values, dtype=float)
+    ok = np.isfinite(w) & np.isfinite(v) & (w > 0)
+    if log_y:
+        ok &= v > 0
+    w, v = w[ok], v[ok]
+    if w.size == 0:
+        return False
+    idx = point_idx(w.size)
+    ax.plot(w[idx], v[idx], ls="none", marker="o", ms=2.2, alpha=0.45, color=color, mec="none")
+    uw = np.unique(w)
+    groups = [v[w == x] for x in uw]
+    mean = np.array([g.mean() for g in groups])
+    if any(g.size > 1 for g in groups):
+        lo = np.array([g.min() for g in groups])
+        hi = np.array([g.max() for g in groups])
+        ax.fill_between(uw, lo, hi, color=color, alpha=0.13, lw=0)
+    ax.plot(uw, mean, "-o", ms=3.5, lw=1.4, color=color, label=s.label)
+    if log_y and uw.size >= 2 and _finite(s.slope) and _finite(s.intercept):
+        x = np.array([uw[0], uw[-1]])
+        label = f"fit slope {sig(s.slope, 3)}"
+        if _finite(s.slope_low) and _finite(s.slope_high):
+            label += f" [{sig(s.slope_low, 3)}, {sig(s.slope_high, 3)}]"
+        y = np.exp(s.intercept + s.slope * np.log(x))
+        ax.plot(x, y, ls="--", lw=1.1, color=color, label=label)
+    if log_y and uw.size >= 2 and _finite(rate):
+        x = np.array([uw[0], uw[-1]])
+        ax.plot(x, mean[0] * (x / uw[0]) ** rate, ls=":", lw=1.3, color=color, alpha=0.9)
+        return True
+    return False
+
+
+def svg_loglog(
+    series: Sequence[PlotSeries],
+    *,
+    tolerance: float | None = None,
+    predicted_rate: float | None = None,
+    xlabel: str = "width",
+    ylabel: str = "value",
+    title: str = "",
+    salt: str = "ntkcheck",
+    max_points: int = MAX_POINTS,
+) -> str:
+    """Plot a metric against width on log-log axes and return inline SVG.
+
+    Per series: the per-seed values as small points, the mean per width as a
+    line with markers over a band spanning the seeds' min..max, the fitted
+    power law as a dashed line (slope and interval in the legend) and the
+    predicted slope as a dotted line anchored at the first width's mean. The
+    tolerance is a horizontal line. Nonpositive values are left out of a log
+    y axis; when no value is positive the y axis is linear and no fit or
+    predicted line is drawn.
+
+    Args:
+        series: One :class:`PlotSeries` per architecture.
+        tolerance: Value drawn as a horizontal line (skipped if None/NaN, or
+            nonpositive on a log axis).
+        predicted_rate: The slope theory predicts (None or NaN for none).
+        xlabel: X axis label.
+        ylabel: Y axis label.
+        title: Plot title.
+        salt: Salt for the SVG element ids; give each plot in a page its own
+            so ids stay unique when several SVGs are inlined.
+        max_points: Most per-seed points drawn over all series.
+
+    Returns:
+        The ``<svg>...</svg>`` element, without XML prologue or metadata.
+
+    """
+    all_v = np.concatenate([np.asarray(s.values, dtype=float).ravel() for s in series] or [[]])
+    all_w = np.concatenate([np.asarray(s.widths, dtype=float).ravel() for s in series] or [[]])
+    log_y = bool(np.any(np.isfinite(all_v) & (all_v > 0)))
+    per_series = max(1, max_points // max(1, len(series)))
+
+    with mpl.rc_context({**_RC, "svg.hashsalt": salt}):
+        fig = Figure(figsize=(6.8, 3.4))
+        FigureCanvasSVG(fig)
+        ax = fig.add_subplot()
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log" if log_y else "linear")
+        drew_rate = False
+        for i, s in enumerate(series):
+            color = s.color or PALETTE[i % len(PALETTE)]
+            drew_rate |= _draw_series(
+                ax, s, color, log_y, predicted_rate, lambda n: _subsample(n, per_series)
+            )
+        handles, labels = ax.get_legend_handles_labels()
+        if drew_rate:
+            handles.append(Line2D([], [], ls=":", lw=1.3, color="0.25"))
+            labels.append(f"predicted slope {sig(predicted_rate, 3)}")
+        if _finite(tolerance) and (tolerance > 0 or not log_y):
+            handles.append(ax.axhline(tolerance, color="0.35", lw=1.0, ls="-."))
+            labels.append(f"tolerance {sig(tolerance, 3)}")
+        widths = np.unique(all_w[np.isfinite(all_w) & (all_w > 0)])
+        if 0 < widths.size <= 12:
+            ax.xaxis.set_major_locator(FixedLocator(widths))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title)
+        ax.grid(True, which="major", lw=0.4, alpha=0.4)
+        if handles:
+            ax.legend(
+                handles,
+                labels,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                frameon=False,
+                borderaxespad=0.0,
+            )
+        buf = io.BytesIO()
+        fig.savefig(
+            buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None}
+        )
+    return _tidy_svg(buf.getvalue().decode("utf-8"))

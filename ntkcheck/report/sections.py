@@ -1,0 +1,209 @@
+"""Per-claim sections: the claim's description, its fit table and its plot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ntkcheck.report import fmt
+from ntkcheck.report.plots import PlotSeries, svg_loglog
+
+#: Lines of a failure's text shown in the report.
+LONGREPR_LINES = 15
+
+
+@dataclass(frozen=True)
+class ArchFit:
+    """One row of a claim's per-architecture table (all fields preformatted)."""
+
+    arch_id: str
+    color: str
+    status: str
+    widest_width: str
+    holds_at_widest: str
+    slope: str
+    interval: str
+    predicted_rate: str
+    rate_consistent: str
+    rate_status: str
+    holds_from_width: str
+    extrapolated_width: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ClaimSection:
+    """Everything the template shows for one claim."""
+
+    id: str
+    statement: str
+    source: str
+    metric: str
+    units: str
+    tolerance: str
+    direction: str
+    rate: str
+    outcome: str
+    nodeid: str
+    duration: str
+    n_records: int
+    longrepr_head: str = ""
+    longrepr_more: int = 0
+    shrunk_spec: str = ""
+    fits: list[ArchFit] = field(default_factory=list)
+    plot_svg: str = ""
+    plot_note: str = ""
+
+
+def _text(x: Any) -> str:
+    return "" if fmt.is_missing(x) else str(x)
+
+
+def _float(x: Any) -> float:
+    try:
+        return float("nan") if fmt.is_missing(x) else float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _direction(direction: Any, tolerance: Any) -> str:
+    tol = fmt.sig(tolerance, 3)
+    if direction == "below":
+        return f"holds when value \u2264 {tol}"
+    if direction == "above":
+        return f"holds when value \u2265 {tol}"
+    return _text(direction)
+
+
+def _arch_fit(row: Mapping[str, Any], color: str) -> ArchFit:
+    consistent = row.get("rate_consistent")
+    rate_status = "missing" if fmt.is_missing(consistent) else ("holds" if consistent else "fails")
+    low, high = row.get("slope_low"), row.get("slope_high")
+    interval = fmt.DASH
+    if not (fmt.is_missing(low) or fmt.is_missing(high)):
+        interval = f"[{fmt.sig(low, 3)}, {fmt.sig(high, 3)}]"
+    extrapolated = row.get("extrapolated_width")
+    holds = row.get("holds_at_widest")
+    return ArchFit(
+        arch_id=str(row.get("arch_id")),
+        color=color,
+        status="missing" if fmt.is_missing(holds) else ("holds" if holds else "fails"),
+        widest_width=fmt.width(row.get("widest_width")),
+        holds_at_widest=fmt.yesno(holds),
+        slope=fmt.sig(row.get("slope"), 3),
+        interval=interval,
+        predicted_rate=fmt.sig(row.get("predicted_rate"), 3),
+        rate_consistent=fmt.yesno(consistent),
+        rate_status=rate_status,
+        holds_from_width=fmt.width(row.get("holds_from_width")),
+        extrapolated_width=(
+            fmt.DASH if fmt.is_missing(extrapolated) else "~" + fmt.width(extrapolated)
+        ),
+        message=_text(row.get("message")),
+    )
+
+
+def _plot(
+    claim_id: str,
+    claim: Mapping[str, Any],
+    records: pd.DataFrame,
+    fits: Mapping[str, Mapping[str, Any]],
+    colors: Mapping[str, str],
+) -> tuple[str, str]:
+    """Return ``(svg, note)`` for a claim's records (``("", "")`` without records)."""
+    if not len(records):
+        return "", ""
+    series = []
+    values = pd.to_numeric(records["value"], errors="coerce")
+    w = pd.to_numeric(records["width"], errors="coerce")
+    arch = records["arch_id"].astype(str)
+    for a in sorted(arch.unique()):
+        mask = (arch == a).to_numpy()
+        fit = fits.get(a, {})
+        series.append(
+            PlotSeries(
+                label=a,
+                widths=w[mask].to_numpy(dtype=float),
+                values=values[mask].to_numpy(dtype=float),
+                color=colors.get(a),
+                slope=_float(fit.get("slope")),
+                slope_low=_float(fit.get("slope_low")),
+                slope_high=_float(fit.get("slope_high")),
+                intercept=_float(fit.get("intercept")),
+            )
+        )
+    finite = values[values.notna()]
+    note = ""
+    nonpositive = int((finite <= 0).sum())
+    if nonpositive and (finite > 0).any():
+        note = f"{nonpositive} value(s) \u2264 0 are not shown on the log axis."
+    elif nonpositive:
+        note = "No value is positive: linear value axis, no fitted or predicted line."
+    units = _text(claim.get("units"))
+    metric = _text(claim.get("metric")) or "value"
+    svg = svg_loglog(
+        series,
+        tolerance=_float(claim.get("tolerance")),
+        predicted_rate=_float(claim.get("rate")),
+        ylabel=f"{metric} [{units}]" if units else metric,
+        salt=f"ntk-{claim_id}",
+    )
+    return svg, note
+
+
+def build_section(
+    claim_id: str,
+    claim: Mapping[str, Any] | None,
+    records: pd.DataFrame,
+    arch_verdicts: pd.DataFrame,
+    colors: Mapping[str, str],
+) -> ClaimSection:
+    """Build one claim's section.
+
+    Args:
+        claim_id: The claim.
+        claim: Its description from the plugin (None if the plugin gave none).
+        records: This claim's records (normalised).
+        arch_verdicts: This claim's per-architecture verdicts (normalised).
+        colors: Architecture id -> colour.
+
+    Returns:
+        The section's content.
+
+    """
+    claim = dict(claim or {})
+    fits_by_arch: dict[str, dict[str, Any]] = {}
+    for row in arch_verdicts.to_dict("records"):
+        fits_by_arch.setdefault(str(row["arch_id"]), row)
+    fits = [_arch_fit(fits_by_arch[a], colors.get(a, "")) for a in sorted(fits_by_arch)]
+    outcome = _text(claim.get("outcome"))
+    head, more = "", 0
+    longrepr = _text(claim.get("longrepr"))
+    if longrepr and outcome in ("failed", "error"):
+        lines = longrepr.splitlines()
+        head, more = "\n".join(lines[:LONGREPR_LINES]), max(0, len(lines) - LONGREPR_LINES)
+    svg, note = _plot(claim_id, claim, records, fits_by_arch, colors)
+    duration = claim.get("duration_s")
+    return ClaimSection(
+        id=claim_id,
+        statement=_text(claim.get("statement")),
+        source=_text(claim.get("source")),
+        metric=_text(claim.get("metric")),
+        units=_text(claim.get("units")),
+        tolerance=fmt.sig(claim.get("tolerance"), 4),
+        direction=_direction(claim.get("direction"), claim.get("tolerance")),
+        rate=fmt.sig(claim.get("rate"), 3),
+        outcome=outcome or "unknown",
+        nodeid=_text(claim.get("nodeid")),
+        duration="" if fmt.is_missing(duration) else f"{fmt.sig(duration, 3)} s",
+        n_records=len(records),
+        longrepr_head=head,
+        longrepr_more=more,
+        shrunk_spec=_text(claim.get("shrunk_spec")),
+        fits=fits,
+        plot_svg=svg,
+        plot_note=note,
+    )

@@ -1,0 +1,3 @@
+"""Configuration of ntkcheck's own tests."""
+
+pytest_plugins = ["pytester"]

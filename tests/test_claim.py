@@ -1,0 +1,49 @@
+import math
+
+import pandas as pd
+import pandera.errors
+import pytest
+
+from ntkcheck.claim import Claim, ClaimError, record_schema
+
+BASE = dict(id="ntk-at-init", statement="s", source="Jacot et al. 2018", metric="m",
+            tolerance=0.1)
+
+
+def _records(**overrides):
+    row = dict(run_id="r", claim_id="ntk-at-init", arch_id="mlp-d1-relu-ntk-b", width=64,
+               seed=0, value=0.5, profile="smoke", device="cpu", dtype="float64",
+               elapsed_s=0.1, nodeid="claims/x.py::t")
+    row.update(overrides)
+    return pd.DataFrame([row])
+
+
+def test_claim_from_marker_defaults_and_holds():
+    claim = Claim.from_marker_kwargs(BASE)
+    assert claim.rate is None and claim.direction == "below" and claim.units == ""
+    assert claim.holds(0.1) and not claim.holds(0.11) and not claim.holds(math.nan)
+    above = Claim.from_marker_kwargs({**BASE, "direction": "above", "rate": 1})
+    assert above.holds(0.2) and not above.holds(0.05) and above.rate == 1.0
+
+
+@pytest.mark.parametrize("bad", [
+    {"tolerance": "0.1"}, {"tolerance": math.nan}, {"tolerance": True}, {"rate": "fast"},
+    {"direction": "sideways"}, {"id": ""}, {"id": 3}, {"statement": 1},
+])
+def test_claim_rejects_bad_values(bad):
+    with pytest.raises(ClaimError):
+        Claim.from_marker_kwargs({**BASE, **bad})
+
+
+def test_schema_accepts_a_valid_record():
+    out = record_schema(["ntk-at-init"]).validate(_records())
+    assert len(out) == 1
+
+
+@pytest.mark.parametrize("bad", [
+    {"value": math.nan}, {"value": math.inf}, {"width": 0}, {"seed": -1},
+    {"claim_id": "unknown-claim"}, {"arch_id": ""},
+])
+def test_schema_rejects_bad_records(bad):
+    with pytest.raises(pandera.errors.SchemaError):
+        record_schema(["ntk-at-init"]).validate(_records(**bad))

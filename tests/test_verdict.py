@@ -1,0 +1,42 @@
+import math
+
+import pandas as pd
+
+from ntkcheck.claim import Claim
+from ntkcheck.verdict import ARCH_COLUMNS, WIDTH_COLUMNS, compute_verdicts
+
+CLAIM = Claim(id="c", statement="s", source="s", metric="m", tolerance=0.1, rate=-0.5)
+
+
+def _records(values_by_width, arch="a"):
+    return [dict(claim_id="c", arch_id=arch, width=w, seed=s, value=v)
+            for w, vals in values_by_width.items() for s, v in enumerate(vals)]
+
+
+def test_verdicts_holds_from_and_extrapolation():
+    recs = _records({16: [0.5, 0.5], 64: [0.25, 0.25], 256: [0.125, 0.125],
+                     1024: [0.0625, 0.0625]})
+    recs += _records({16: [0.5], 64: [0.5], 256: [0.5], 1024: [0.5]}, arch="b")
+    per_width, per_arch = compute_verdicts(pd.DataFrame(recs), {"c": CLAIM})
+    assert list(per_width.columns) == WIDTH_COLUMNS and list(per_arch.columns) == ARCH_COLUMNS
+    a = per_arch.set_index("arch_id").loc["a"]
+    assert a.holds_at_widest and a.holds_from_width == 1024
+    assert math.isclose(a.slope, -0.5) and bool(a.rate_consistent)
+    assert "holds from width 1,024" in a.message
+    b = per_arch.set_index("arch_id").loc["b"]
+    assert not b.holds_at_widest and math.isnan(b.holds_from_width)
+    assert math.isnan(b.extrapolated_width)
+    assert b.message.startswith("fails at every width up to 1,024; the fitted trend moves away")
+    assert not bool(b.rate_consistent)
+
+
+def test_holds_from_requires_every_wider_width():
+    # holds at 64, fails at 256, holds at 1024: holds from 1024, not 64
+    recs = _records({16: [0.5], 64: [0.05], 256: [0.2], 1024: [0.01]})
+    _, per_arch = compute_verdicts(pd.DataFrame(recs), {"c": CLAIM})
+    assert per_arch.iloc[0].holds_from_width == 1024
+
+
+def test_empty_records_give_empty_tables():
+    per_width, per_arch = compute_verdicts(pd.DataFrame(), {"c": CLAIM})
+    assert per_width.empty and per_arch.empty
