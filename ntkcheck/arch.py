@@ -178,17 +178,20 @@ class Dense(nn.Module):
 
 
 class Conv(nn.Module):
-    """A 2-d convolution (stride 1, padding ``"same"``) with an explicit parametrization.
+    """A 2-d convolution (stride 1, "same" zero padding) with an explicit parametrization.
 
-    Computes ``y = weight_multiplier * conv2d(x, weight, padding="same") +
-    bias_multiplier * bias[:, None, None]``, the same convention as :class:`Dense` with
+    Computes ``y = weight_multiplier * conv2d(x, weight, padding=padding) +
+    bias_multiplier * bias[:, None, None]`` with ``padding = (kh // 2, kw // 2)`` (odd kernels,
+    so this is ``padding="same"``), the same convention as :class:`Dense` with
     ``fan_in = in_channels * kh * kw``: under ``"ntk"`` (Jacot et al. 2018; for convolutions
     Arora et al. 2019, "On exact computation with an infinitely wide neural net", eq. 7) the
     parameters are standard normal, ``weight_multiplier = sigma_w / sqrt(fan_in)`` and
     ``bias_multiplier = sigma_b``; under ``"standard"`` both multipliers are 1 and
     ``weight ~ N(0, sigma_w**2 / fan_in)``, ``bias ~ N(0, sigma_b**2)``; ``"mup"`` is as
     ``"ntk"`` (convolutions are never read-outs here). Kernel code may rely on
-    ``weight_multiplier``, ``bias_multiplier``, ``kernel_size``, ``stride`` and ``padding``.
+    ``weight_multiplier``, ``bias_multiplier`` and the ``nn.Conv2d``-style attributes
+    ``kernel_size``, ``stride = (1, 1)``, ``padding`` (a pair of ints), ``dilation = (1, 1)``,
+    ``groups = 1`` and ``padding_mode = "zeros"``.
 
     Shapes: input ``(N, in_channels, H, W)``, output ``(N, out_channels, H, W)``; ``weight``
     is ``(out_channels, in_channels, kh, kw)``, ``bias`` is ``(out_channels,)``.
@@ -199,8 +202,10 @@ class Conv(nn.Module):
 
     """
 
-    stride = 1
-    padding = "same"
+    stride = (1, 1)
+    dilation = (1, 1)
+    groups = 1
+    padding_mode = "zeros"
 
     def __init__(
         self,
@@ -221,6 +226,7 @@ class Conv(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = (kernel_size, kernel_size)
+        self.padding = (kernel_size // 2, kernel_size // 2)  # "same" for odd kernels
         self.parametrization = parametrization
         self.role = role
         wm, bm, wstd, bstd = _multipliers(parametrization, role, self.fan_in, weight_std, bias_std)
@@ -246,7 +252,7 @@ class Conv(nn.Module):
     def extra_repr(self) -> str:  # noqa: D102
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"padding={self.padding!r}, bias={self.bias is not None}, "
+            f"padding={self.padding}, bias={self.bias is not None}, "
             f"weight_multiplier={self.weight_multiplier:.4g}, role={self.role}"
         )
 

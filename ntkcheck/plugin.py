@@ -23,15 +23,18 @@ Records travel from xdist workers to the controller on the test reports' ``user_
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import platform
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +47,9 @@ from ntkcheck.profiles import Profile, get_profile, parse_widths
 
 RECORD_KEY = "ntkcheck.record"
 CLAIM_KEY = "ntkcheck.claim"
+SHRUNK_KEY = "ntkcheck.shrunk"
 
+_CRASH = re.compile(r"worker '[^']+' crashed while running")
 _SETTINGS = pytest.StashKey["Settings"]()
 _RUN = pytest.StashKey["RunWriter"]()
 _CLAIM = pytest.StashKey[Claim]()
@@ -185,44 +190,111 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _apply_hypothesis_settings(test: Any, profile: Profile) -> None:
-    from hypothesis import HealthCheck
+    from hypothesis import HealthCheck, Phase
     from hypothesis import settings as hsettings
 
     parent = getattr(test, "_hypothesis_internal_use_settings", None) or hsettings.default
+    phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
+    if profile.shrink:
+        phases.append(Phase.shrink)
     test._hypothesis_internal_use_settings = hsettings(
         parent,
         max_examples=profile.max_examples,
         deadline=None,
         derandomize=profile.derandomize,
         database=None,
+        phases=phases,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                HealthCheck.differing_executors],
     )
+    inner = test.hypothesis.inner_test
+    if not getattr(inner, "_ntkcheck_wrapped", False):
+        test.hypothesis.inner_test = _per_example_verdict(inner)
+
+
+_current_item: ContextVar[pytest.Item | None] = ContextVar("ntkcheck_item", default=None)
+_SEEN = pytest.StashKey[dict]()
+
+
+def _per_example_verdict(inner: Any) -> Any:
+    """Wrap a Hypothesis inner test: one verdict per drawn architecture, measured once.
+
+    Each example (one architecture, swept over every width) fails when the claim does not hold
+    at the widest width, so Hypothesis shrinks a failing claim to the simplest architecture
+    that still breaks it. An architecture drawn twice is not measured again: its first outcome
+    is replayed (the measurement is deterministic), which keeps shrinking consistent.
+    """
+    from ntkcheck.arch import ArchSpec
+
+    @functools.wraps(inner)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        item = _current_item.get()
+        if item is None:
+            return inner(*args, **kwargs)
+        key = tuple(v.arch_id for v in kwargs.values() if isinstance(v, ArchSpec))
+        seen = item.stash.setdefault(_SEEN, {})
+        if key and key in seen:
+            if seen[key] is not None:
+                raise AssertionError(seen[key])
+            return None
+        n_before = len(item.user_properties)
+        result = inner(*args, **kwargs)
+        new = [r for k, r in item.user_properties[n_before:] if k == RECORD_KEY]
+        message = _verdict_failure(item.stash[_CLAIM], new) if new else None
+        if key:
+            seen[key] = message
+        if message is not None:
+            specs = [v for v in kwargs.values() if isinstance(v, ArchSpec)]
+            item.stash[_SHRUNK] = ", ".join(repr(s) for s in specs)
+            raise AssertionError(message)
+        return result
+
+    wrapper._ntkcheck_wrapped = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+_SHRUNK = pytest.StashKey[str]()
+
+
+def _verdict_failure(claim: Claim, records: list[dict[str, Any]]) -> str | None:
+    """The failure message of ``records`` for ``claim``, or None when the claim holds."""
+    import pandas as pd
+
+    from ntkcheck.verdict import compute_verdicts
+
+    _, per_arch = compute_verdicts(pd.DataFrame(records), {claim.id: claim})
+    failing = per_arch[~per_arch["holds_at_widest"].astype(bool)]
+    if not len(failing):
+        return None
+    relation = "<=" if claim.direction == "below" else ">="
+    lines = [f"claim {claim.id!r} does not hold at the widest width "
+             f"(needs metric {relation} {claim.tolerance:g}):"]
+    lines += [f"  {r.arch_id}: {r.message}" for r in failing.itertuples()]
+    return "\n".join(lines)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     """Run a claim test, then turn its records into a verdict (the test's outcome)."""
-    result = yield
     claim = item.stash.get(_CLAIM, None)
     if claim is None:
-        return result
-    import pandas as pd
-
-    from ntkcheck.verdict import compute_verdicts
-
+        return (yield)
+    item.stash[_SEEN] = {}
+    token = _current_item.set(item)
+    try:
+        result = yield
+    finally:
+        _current_item.reset(token)
+        shrunk = item.stash.get(_SHRUNK, None)
+        if shrunk is not None:
+            item.user_properties.append((SHRUNK_KEY, shrunk))
     records = [r for k, r in item.user_properties if k == RECORD_KEY]
     if not records:
         pytest.fail(f"claim {claim.id!r} recorded no measurements: call the `measure` fixture "
                     "once per (architecture, width, seed)", pytrace=False)
-    _, per_arch = compute_verdicts(pd.DataFrame(records), {claim.id: claim})
-    failing = per_arch[~per_arch["holds_at_widest"].astype(bool)]
-    if len(failing):
-        relation = "<=" if claim.direction == "below" else ">="
-        lines = [f"claim {claim.id!r} does not hold at the widest width "
-                 f"(needs metric {relation} {claim.tolerance:g}):"]
-        lines += [f"  {r.arch_id}: {r.message}" for r in failing.itertuples()]
-        pytest.fail("\n".join(lines), pytrace=False)
+    message = _verdict_failure(claim, records)
+    if message is not None:
+        pytest.fail(message, pytrace=False)
     return result
 
 
@@ -378,7 +450,8 @@ class RunWriter:
         """Append the report's records to ``records.jsonl`` and note the claim's outcome."""
         props = list(getattr(report, "user_properties", []) or [])
         claim = next((v for k, v in props if k == CLAIM_KEY), None)
-        crashed = report.failed and claim is None and "crashed" in str(report.longrepr)
+        crashed = (report.failed and claim is None
+                   and _CRASH.search(str(report.longrepr)) is not None)
         if claim is None and not crashed:
             return
         if claim is None:  # a worker died: the claim's metadata did not travel
@@ -390,6 +463,9 @@ class RunWriter:
                                                      "duration_s": 0.0, "longrepr": None,
                                                      "shrunk_spec": None})
         entry["duration_s"] += float(getattr(report, "duration", 0.0) or 0.0)
+        shrunk = next((v for k, v in props if k == SHRUNK_KEY), None)
+        if shrunk is not None:
+            entry["shrunk_spec"] = shrunk
         if report.when == "call" or crashed:
             fh = self._open()
             for key, rec in props:

@@ -24,6 +24,8 @@ class Profile:
         max_examples: Hypothesis examples (architectures) drawn per claim, besides pinned ones.
         train_steps: Gradient steps for training claims.
         derandomize: Whether Hypothesis draws the same architectures every run.
+        shrink: Whether Hypothesis shrinks a failing claim to its simplest failing
+            architecture (each shrink step re-runs the whole width sweep).
 
     """
 
@@ -34,6 +36,7 @@ class Profile:
     max_examples: int
     train_steps: int
     derandomize: bool
+    shrink: bool = True
 
     def with_overrides(self, widths: tuple[int, ...] | None = None,
                        n_seeds: int | None = None) -> Profile:
@@ -43,7 +46,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", (32, 64, 128, 256), n_seeds=2, n_inputs=24, max_examples=1,
-                     train_steps=20, derandomize=True),
+                     train_steps=20, derandomize=True, shrink=False),
     "quick": Profile("quick", (64, 256, 1024, 4096), n_seeds=3, n_inputs=48, max_examples=2,
                      train_steps=50, derandomize=True),
     "paper": Profile("paper", (64, 256, 1024, 4096, 16384), n_seeds=5, n_inputs=256,

@@ -48,7 +48,7 @@ def gradient_descent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: 
     for step in range(steps + 1):
         opt.zero_grad(set_to_none=True)
         loss = mse_loss(model(x), y)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise TrainingDiverged(
                 f"training loss is {losses[-1]} at step {step} with lr={lr:g}; "

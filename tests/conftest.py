@@ -1,3 +1,26 @@
 """Configuration of ntkcheck's own tests."""
 
+# pytester's in-process runs remove modules first imported during an inner run from
+# sys.modules afterwards; torch cannot be imported twice in one process, so import the heavy
+# modules (and everything of ntkcheck's) once here, before any inner run.
+import matplotlib  # noqa: F401
+import numpy.fft  # noqa: F401
+import pandas  # noqa: F401
+import pandera.pandas  # noqa: F401
+import scipy.linalg  # noqa: F401
+import scipy.stats  # noqa: F401
+import sklearn.datasets  # noqa: F401
+import torch  # noqa: F401
+
+import ntkcheck.arch  # noqa: F401
+import ntkcheck.claim  # noqa: F401
+import ntkcheck.data  # noqa: F401
+import ntkcheck.devices  # noqa: F401
+import ntkcheck.kernels  # noqa: F401
+import ntkcheck.plugin  # noqa: F401
+import ntkcheck.report  # noqa: F401
+import ntkcheck.strategies  # noqa: F401
+import ntkcheck.train  # noqa: F401
+import ntkcheck.verdict  # noqa: F401
+
 pytest_plugins = ["pytester"]

@@ -201,7 +201,8 @@ def test_conv_convention_under_ntk(bias):
     g = torch.Generator().manual_seed(0)
     conv = Conv(16, 64, 3, bias=bias, weight_std=2.0, bias_std=0.3, parametrization="ntk",
                 generator=g)
-    assert conv.fan_in == 16 * 9 and conv.stride == 1 and conv.padding == "same"
+    assert conv.fan_in == 16 * 9 and conv.stride == (1, 1) and conv.padding == (1, 1)
+    assert conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
     assert conv.weight_multiplier == pytest.approx(2.0 / math.sqrt(16 * 9))
     assert conv.bias_multiplier == 0.3
     assert conv.weight.std().item() == pytest.approx(1.0, abs=0.03)  # standard normal
@@ -210,6 +211,9 @@ def test_conv_convention_under_ntk(bias):
         x, conv.weight * conv.weight_multiplier,
         conv.bias * conv.bias_multiplier if bias else None, padding=1)
     torch.testing.assert_close(conv(x), expected)
+    torch.testing.assert_close(conv(x), nn.functional.conv2d(
+        x, conv.weight * conv.weight_multiplier,
+        conv.bias * conv.bias_multiplier if bias else None, padding="same"))
     assert conv(x).shape == (2, 64, 5, 7)
 
 
@@ -250,7 +254,8 @@ def _preactivation_rms(spec, width, seeds=2):
     for seed in range(seeds):
         model = spec.with_width(width).build(seed=seed, input_shape=shape)
         rms = []
-        hooks = [m.register_forward_hook(lambda _m, _i, o: rms.append(o.pow(2).mean().sqrt()))
+        hooks = [m.register_forward_hook(
+                     lambda _m, _i, o, rms=rms: rms.append(o.pow(2).mean().sqrt()))
                  for m in _layers(model, roles=("input", "hidden"))]
         model(_inputs(shape, n=4))
         for h in hooks:
@@ -300,7 +305,7 @@ def _feature_update(spec, width, optimizer, lr=0.1, seeds=3):
         x, y = _inputs(shape, n=4, seed=100 + seed), torch.ones(4, 1, dtype=torch.float64)
         feats = []
         last = _layers(model, roles=("input", "hidden"))[-1]
-        last.register_forward_hook(lambda _m, _i, o: feats.append(o.detach().clone()))
+        last.register_forward_hook(lambda _m, _i, o, feats=feats: feats.append(o.detach().clone()))
         opt_cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
         opt = opt_cls(param_groups(model, lr, optimizer))
         (0.5 * (model(x) - y).pow(2).sum()).backward()

@@ -10,8 +10,9 @@ For a dense layer ``y = m_w * x W^T + m_b * b`` (``m_w``, ``m_b`` the weight and
 
 (with a sum over positions when the layer is applied along extra leading axes). For a 2-d
 convolution with patches ``P(x)[k, p]`` (``k`` over input channels times kernel offsets, ``p`` over
-output positions) the weight share is ``m_w**2 * sum_{p,q} <P_p(x1), P_q(x2)> <g_a,p(x1), g_b,q(x2)>``
-(channels summed in both inner products) and the bias share is
+output positions) the weight share is
+``m_w**2 * sum_{p,q} <P_p(x1), P_q(x2)> <g_a,p(x1), g_b,q(x2)>`` (channels summed in both
+inner products) and the bias share is
 ``m_b**2 * <sum_p g_a,p(x1), sum_q g_b,q(x2)>``. The per-sample weight Jacobian is never formed.
 
 Output gradients ``g`` are obtained by adding a zero "probe" tensor to each supported layer's
@@ -44,6 +45,7 @@ class LayerInfo:
         weight: Whether the weight is trainable (included in the NTK).
         bias: Whether the layer has a trainable bias.
         conv: For ``"conv2d"``, the ``unfold`` keyword arguments.
+
     """
 
     name: str
@@ -115,6 +117,7 @@ def supported_layers(model: nn.Module) -> dict[str, LayerInfo]:
 
     Returns:
         Qualified name to :class:`LayerInfo`.
+
     """
     owners: Counter[int] = Counter()
     for m in model.modules():
@@ -166,6 +169,7 @@ class Features:
         grads: Per supported layer, output gradients: dense ``(n, O, S, fan_out)``, conv
             ``(n, O, C_out, P)``.
         fallback: Per-sample Jacobians ``(n, O, numel)`` of the remaining parameters.
+
     """
 
     inputs: dict[str, torch.Tensor]
@@ -229,6 +233,7 @@ def features(
 
     Returns:
         The block's :class:`Features`.
+
     """
     n = x.shape[0]
     names = list(layers)
@@ -337,6 +342,7 @@ def gram(
     Returns:
         ``(n1, n2, O, O)``, ``(n1, n2)`` or ``(n1, n2, O)`` for ``output`` ``"full"``,
         ``"trace"``, ``"diagonal"``.
+
     """
     total = None
     for name, info in layers.items():

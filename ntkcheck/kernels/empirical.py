@@ -41,6 +41,7 @@ def check_eval_mode(model: nn.Module) -> None:
         TrainModeError: If a BatchNorm layer is in training mode (or keeps no running
             statistics, so it normalizes with batch statistics even in eval mode) or a dropout
             layer with ``p > 0`` is in training mode. The message names the module.
+
     """
     for name, m in model.named_modules():
         label = f"{name or '<root>'!r} ({type(m).__name__})"
@@ -76,7 +77,9 @@ class _Probe:
     calls: dict[str, int]
 
 
-def _probe(model: nn.Module, x: torch.Tensor, candidates: dict[str, _structured.LayerInfo]) -> _Probe:
+def _probe(
+    model: nn.Module, x: torch.Tensor, candidates: dict[str, _structured.LayerInfo]
+) -> _Probe:
     stats = {"act": 0, "macs": 0}
     calls: dict[str, int] = {}
     layer_cost: dict[str, tuple[str, int, int, int, int]] = {}
@@ -310,6 +313,7 @@ def empirical_ntk(
             :func:`check_eval_mode`).
         KernelMemoryError: If the estimated peak memory exceeds free memory (the message gives
             the estimate in GiB and suggests ``batch_size`` or a smaller width).
+
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {implementation!r}; choose one of "

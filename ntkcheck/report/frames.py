@@ -75,13 +75,3 @@ def widths(*frames: pd.DataFrame) -> list[int]:
         w = pd.to_numeric(df["width"], errors="coerce").dropna()
         found.update(int(x) for x in w)
     return sorted(found)
-
-
-def first_row(df: pd.DataFrame, **keys: Any) -> dict[str, Any] | None:
-    """The first row of ``df`` whose columns equal ``keys``, as a dict, or None."""
-    mask = np.ones(len(df), dtype=bool)
-    for col, val in keys.items():
-        mask &= (df[col].astype(str) == str(val)).to_numpy()
-    if not mask.any():
-        return None
-    return df[mask].iloc[0].to_dict()

@@ -54,7 +54,8 @@ def _records_table(records: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 def _outcome_counts(claims: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
     counts = Counter(str(c.get("outcome") or "unknown") for c in claims.values())
     ordered = [(o, counts.pop(o, 0)) for o in OUTCOMES]
-    return ordered + sorted(counts.items())
+    shown = [(o, n) for o, n in ordered if n or o in ("passed", "failed")]
+    return shown + sorted(counts.items())
 
 
 def build_html(
@@ -94,8 +95,13 @@ def build_html(
         "profile": fmt.meta_value(meta.get("profile")),
         "date": fmt.date(meta.get("started")),
         "device": fmt.meta_value(meta.get("device")),
-        "duration": fmt.sig(meta.get("duration_s"), 3),
+        "duration": ""
+        if fmt.is_missing(meta.get("duration_s"))
+        else fmt.sig(meta["duration_s"], 3),
         "interrupted": bool(meta.get("interrupted")),
+        "schema_error": ""
+        if fmt.is_missing(meta.get("schema_error"))
+        else str(meta["schema_error"]),
         "outcome_counts": _outcome_counts(claims),
         "n_claims": len(claims),
         "holding": holding,

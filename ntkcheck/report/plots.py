@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ _RC = {
     "svg.fonttype": "none",
     "svg.image_inline": True,
     "font.size": 8,
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
     "axes.titlesize": 9,
     "legend.fontsize": 7,
     "axes.spines.top": False,
@@ -49,6 +52,10 @@ _STRIP = (
     re.compile(r"<!--.*?-->", re.S),
 )
 _BETWEEN_TAGS = re.compile(r">\s+<")
+# Matplotlib names every group (``figure_1``, ``xtick_3``...). Nothing refers to those
+# names, and they would repeat across the plots of one page, so they are dropped; the
+# ids of the definitions that are referred to (markers, clip paths) are salted instead.
+_GROUP_ID = re.compile(r'<g id="[^"]*"')
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,15 @@ def _subsample(n: int, keep: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, keep).round().astype(int))
 
 
+def _plain(text: str) -> str:
+    """Escape ``$`` so matplotlib does not read the label as mathtext."""
+    return text.replace("$", r"\$")
+
+
 def _tidy_svg(text: str) -> str:
     for pattern in _STRIP:
         text = pattern.sub("", text)
+    text = _GROUP_ID.sub("<g", text)
     return _BETWEEN_TAGS.sub("><", text).strip()
 
 
@@ -113,21 +126,23 @@ def _draw_series(ax, s: PlotSeries, color: str, log_y: bool, rate, point_idx) ->
     w = np.asarray(s.widths, dtype=float)
     v = np.asarray(s.values, dtype=float)
     ok = np.isfinite(w) & np.isfinite(v) & (w > 0)
-    if log_y:
-        ok &= v > 0
     w, v = w[ok], v[ok]
     if w.size == 0:
         return False
-    idx = point_idx(w.size)
+    shown = v > 0 if log_y else np.ones(v.size, dtype=bool)
+    idx = np.flatnonzero(shown)[point_idx(int(shown.sum()))]
     ax.plot(w[idx], v[idx], ls="none", marker="o", ms=2.2, alpha=0.45, color=color, mec="none")
+    # Mean and spread over every seed; a log axis shows them where they are positive.
     uw = np.unique(w)
     groups = [v[w == x] for x in uw]
     mean = np.array([g.mean() for g in groups])
+    lo = np.array([g.min() for g in groups])
+    hi = np.array([g.max() for g in groups])
     if any(g.size > 1 for g in groups):
-        lo = np.array([g.min() for g in groups])
-        hi = np.array([g.max() for g in groups])
-        ax.fill_between(uw, lo, hi, color=color, alpha=0.13, lw=0)
-    ax.plot(uw, mean, "-o", ms=3.5, lw=1.4, color=color, label=s.label)
+        band = lo > 0 if log_y else np.ones(uw.size, dtype=bool)
+        ax.fill_between(uw, lo, hi, where=band, color=color, alpha=0.13, lw=0)
+    line = np.where(mean > 0, mean, np.nan) if log_y else mean
+    ax.plot(uw, line, "-o", ms=3.5, lw=1.4, color=color, label=_plain(s.label))
     if log_y and uw.size >= 2 and _finite(s.slope) and _finite(s.intercept):
         x = np.array([uw[0], uw[-1]])
         label = f"fit slope {sig(s.slope, 3)}"
@@ -135,7 +150,7 @@ def _draw_series(ax, s: PlotSeries, color: str, log_y: bool, rate, point_idx) ->
             label += f" [{sig(s.slope_low, 3)}, {sig(s.slope_high, 3)}]"
         y = np.exp(s.intercept + s.slope * np.log(x))
         ax.plot(x, y, ls="--", lw=1.1, color=color, label=label)
-    if log_y and uw.size >= 2 and _finite(rate):
+    if log_y and uw.size >= 2 and _finite(rate) and mean[0] > 0:
         x = np.array([uw[0], uw[-1]])
         ax.plot(x, mean[0] * (x / uw[0]) ** rate, ls=":", lw=1.3, color=color, alpha=0.9)
         return True
@@ -159,9 +174,10 @@ def svg_loglog(
     line with markers over a band spanning the seeds' min..max, the fitted
     power law as a dashed line (slope and interval in the legend) and the
     predicted slope as a dotted line anchored at the first width's mean. The
-    tolerance is a horizontal line. Nonpositive values are left out of a log
-    y axis; when no value is positive the y axis is linear and no fit or
-    predicted line is drawn.
+    tolerance is a horizontal line. On the log y axis, nonpositive values,
+    means and bands are not drawn (the means still include every value);
+    when no value is positive the y axis is linear and no fit or predicted
+    line is drawn.
 
     Args:
         series: One :class:`PlotSeries` per architecture.
@@ -208,10 +224,10 @@ def svg_loglog(
             ax.xaxis.set_major_locator(FixedLocator(widths))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        ax.set_xlabel(_plain(xlabel))
+        ax.set_ylabel(textwrap.fill(_plain(ylabel), 45))
         if title:
-            ax.set_title(title)
+            ax.set_title(_plain(title))
         ax.grid(True, which="major", lw=0.4, alpha=0.4)
         if handles:
             ax.legend(

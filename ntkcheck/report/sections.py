@@ -139,7 +139,10 @@ def _plot(
     note = ""
     nonpositive = int((finite <= 0).sum())
     if nonpositive and (finite > 0).any():
-        note = f"{nonpositive} value(s) \u2264 0 are not shown on the log axis."
+        note = (
+            f"{nonpositive} value(s) \u2264 0 are not drawn on the log axis "
+            "(the means include them)."
+        )
     elif nonpositive:
         note = "No value is positive: linear value axis, no fitted or predicted line."
     units = _text(claim.get("units"))

@@ -1,0 +1,172 @@
+"""Tests of the infinite-width kernels: hand-derived values, identities and Monte Carlo."""
+
+import math
+
+import pytest
+import torch
+
+from ntkcheck.arch import ArchSpec
+from ntkcheck.kernels import analytic_kernels, get_dual, mlp_kernels, monte_carlo_ntk
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_hand_derived_relu_one_hidden_layer():
+    # One hidden ReLU layer, NTK parametrization, sigma_w = 1, no bias, d = 2,
+    # x = (1, 0), x' = (1, 1).
+    # Layer 1: Sigma^1 = x.x'/d: q = 1/2, q' = 1, c = 1/2, so cos(t) = (1/2)/sqrt(1/2) = 1/sqrt2
+    #   and the angle is t = pi/4.
+    # Arc-cosine kernel (Cho & Saul 2009):
+    #   E[relu(u)relu(v)] = sqrt(q q')/(2 pi) (sin t + (pi - t) cos t)
+    #                     = (1/sqrt2)/(2 pi) (1/sqrt2 + (3pi/4)/sqrt2) = (1 + 3pi/4)/(4 pi)
+    #                     = 3/16 + 1/(4 pi)                                   = Sigma^2(x, x')
+    #   E[relu'(u)relu'(v)] = (pi - t)/(2 pi) = 3/8.
+    # Theta^2 = Sigma^2 + 3/8 * Theta^1 = 3/16 + 1/(4 pi) + 3/8 * 1/2 = 3/8 + 1/(4 pi).
+    # Diagonal (t = 0): Sigma^2(x, x) = q/2, Theta^2(x, x) = q/2 + (1/2) q = q, i.e. 1/2 and 1.
+    spec = ArchSpec(depth=1, activation="relu", bias=False, weight_std=1.0)
+    x = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    k = analytic_kernels(spec, x)
+    off_nngp, off_ntk = 3 / 16 + 1 / (4 * math.pi), 3 / 8 + 1 / (4 * math.pi)
+    torch.testing.assert_close(k.nngp, torch.tensor([[0.25, off_nngp], [off_nngp, 0.5]],
+                                                    dtype=torch.float64), rtol=1e-14, atol=0)
+    torch.testing.assert_close(k.ntk, torch.tensor([[0.5, off_ntk], [off_ntk, 1.0]],
+                                                   dtype=torch.float64), rtol=1e-14, atol=0)
+
+
+def test_hand_derived_erf_with_bias():
+    # One hidden erf layer, sigma_w = 1, sigma_b = 1, d = 1, x = 1, x' = 0.
+    # Sigma^1: q = 1 + 1 = 2, q' = 0 + 1 = 1, c = 0 + 1 = 1.
+    # Williams 1997: E[erf erf] = (2/pi) asin(2c / sqrt((1+2q)(1+2q'))) = (2/pi) asin(2/sqrt15).
+    # E[erf' erf'] = (4/pi) / sqrt((1+2q)(1+2q') - 4c^2) = (4/pi) / sqrt(15 - 4) = 4/(pi sqrt11).
+    # Sigma^2 = E[erf erf] + 1; Theta^2 = Sigma^2 + E[erf' erf'] * Theta^1 with Theta^1 = c = 1.
+    spec = ArchSpec(depth=1, activation="erf", bias=True, weight_std=1.0, bias_std=1.0)
+    k = analytic_kernels(spec, torch.tensor([[1.0]]), torch.tensor([[0.0]]))
+    nngp = 2 / math.pi * math.asin(2 / math.sqrt(15)) + 1
+    assert k.nngp.item() == pytest.approx(nngp, rel=1e-14)
+    assert k.ntk.item() == pytest.approx(nngp + 4 / (math.pi * math.sqrt(11)), rel=1e-14)
+
+
+@pytest.fixture(scope="module")
+def inputs() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(6, 10, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ArchSpec(depth=2, activation="relu", bias_std=0.3),
+        ArchSpec(depth=2, activation="erf", weight_std=1.5, bias_std=0.5),
+        ArchSpec(depth=3, activation="leaky_relu", bias=False),
+    ],
+    ids=lambda s: s.arch_id,
+)
+def test_analytic_ntk_matches_monte_carlo_at_width_1024(spec, inputs):
+    mean, stderr = monte_carlo_ntk(spec, inputs, width=1024, n_samples=12, seed=1)
+    expected = analytic_kernels(spec, inputs).ntk
+    assert rel(mean, expected) < 0.05
+    assert bool((stderr > 0).all())
+
+
+def degenerate_inputs() -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    sparse = torch.zeros(5, dtype=torch.float64)
+    sparse[1] = 3.0
+    return torch.stack([base[0], base[0], 3 * base[0], -base[0], torch.zeros(5,
+                        dtype=torch.float64), sparse, base[1]])
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf", "leaky_relu", "identity", "tanh", "gelu"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_degenerate_inputs_are_finite_with_finite_gradients(activation, bias):
+    spec = ArchSpec(depth=3, activation=activation, bias=bias)
+    x = degenerate_inputs().requires_grad_(True)
+    k = analytic_kernels(spec, x, x.detach().clone())
+    assert bool(torch.isfinite(k.nngp).all()) and bool(torch.isfinite(k.ntk).all())
+    (grad,) = torch.autograd.grad(k.ntk.sum() + k.nngp.sum(), x)
+    assert bool(torch.isfinite(grad).all())
+    sym = analytic_kernels(spec, x.detach())
+    assert torch.equal(sym.ntk, sym.ntk.T)
+    torch.testing.assert_close(sym.ntk, k.ntk.detach(), rtol=1e-7, atol=1e-12)
+
+
+def closed_form_linear(x1, x2, depth, weight_std):
+    # Identity activation, no bias: E[phi phi] = c and E[phi' phi'] = 1, so
+    # Sigma^l = sigma_w^(2l) x.x'/d and Theta^(L+1) = sum_l Sigma^(L+1) = (L + 1) Sigma^(L+1).
+    nngp = weight_std ** (2 * (depth + 1)) * (x1 @ x2.T) / x1.shape[1]
+    return nngp, (depth + 1) * nngp
+
+
+@pytest.mark.parametrize("depth", [1, 4])
+def test_linear_network_closed_form(inputs, depth):
+    x2 = inputs[:3] * 2 - 1
+    k = mlp_kernels(inputs, x2, depth=depth, dual=get_dual("identity"), weight_std=1.3,
+                    bias=False)
+    nngp, ntk = closed_form_linear(inputs, x2, depth, 1.3)
+    torch.testing.assert_close(k.nngp, nngp, rtol=1e-13, atol=0)
+    torch.testing.assert_close(k.ntk, ntk, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("activation", "slope", "same_as", "same_slope"),
+    [("leaky_relu", 1.0, "identity", None), ("leaky_relu", 0.0, "relu", None),
+     ("abs", None, "leaky_relu", -1.0)],
+)
+def test_activation_identities(inputs, activation, slope, same_as, same_slope):
+    kw = dict(depth=3, weight_std=1.2, bias_std=0.4)
+    a = mlp_kernels(inputs, dual=get_dual(activation, slope=slope), **kw)
+    b = mlp_kernels(inputs, dual=get_dual(same_as, slope=same_slope), **kw)
+    torch.testing.assert_close(a.nngp, b.nngp, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(a.ntk, b.ntk, rtol=1e-14, atol=1e-15)
+
+
+def dblquad_dual(phi, dphi, q1, q2, c):
+    """E[phi(u)phi(v)], E[phi'(u)phi'(v)] by adaptive 2-d quadrature (scipy) over N(0, I)."""
+    from scipy import integrate
+
+    s1, s2, rho = math.sqrt(q1), math.sqrt(q2), c / math.sqrt(q1 * q2)
+    rp = math.sqrt(1 - rho * rho)
+
+    def expect(f):
+        def g(z2, z1):
+            return (f(s1 * z1) * f(s2 * (rho * z1 + rp * z2))
+                    * math.exp(-(z1 * z1 + z2 * z2) / 2) / (2 * math.pi))
+        return integrate.dblquad(g, -12, 12, -12, 12, epsabs=1e-13, epsrel=1e-12)[0]
+
+    return expect(phi), expect(dphi)
+
+
+def _gelu(x):
+    return x * 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def _dgelu(x):
+    cdf = 0.5 * (1 + math.erf(x / math.sqrt(2)))
+    return cdf + x * math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+@pytest.mark.parametrize(
+    ("name", "phi", "dphi", "tol"),
+    [("tanh", math.tanh, lambda x: 1 - math.tanh(x) ** 2, 1e-9), ("gelu", _gelu, _dgelu, 1e-11)],
+)
+@pytest.mark.parametrize(("q1", "q2", "rho"), [(0.7, 1.3, 0.4), (3.0, 2.5, -0.95)])
+def test_quadrature_duals_match_adaptive_quadrature(name, phi, dphi, tol, q1, q2, rho):
+    c = rho * math.sqrt(q1 * q2)
+    k, kdot = get_dual(name)(*(torch.tensor([v], dtype=torch.float64) for v in (q1, q2, c)))
+    ref_k, ref_kdot = dblquad_dual(phi, dphi, q1, q2, c)
+    assert k.item() == pytest.approx(ref_k, rel=tol)
+    assert kdot.item() == pytest.approx(ref_kdot, rel=tol)
+
+
+def test_deep_network_overflowing_float32_is_exact_in_float64():
+    # sigma_w = 4, identity activation: Sigma grows as 16^(L+1), beyond float32 at L = 40.
+    x = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
+    k = mlp_kernels(x, depth=40, dual=get_dual("identity"), weight_std=4.0, bias=False)
+    nngp, ntk = closed_form_linear(x.double(), x.double(), 40, 4.0)
+    assert k.ntk.dtype == torch.float64 and float(k.ntk.abs().max()) > 1e39
+    torch.testing.assert_close(k.ntk, ntk, rtol=1e-13, atol=0)
+    with pytest.raises(OverflowError, match="reduce depth"):
+        mlp_kernels(x, depth=300, dual=get_dual("identity"), weight_std=4.0, bias=False)
