@@ -113,10 +113,12 @@ def test_crash(widths, measure):
     [
         ('id="x", statement="s", source="s", metric="m", tolerance=0.1, colour="red"',
          "unknown key(s) ['colour']"),
-        ('statement="s", source="s", metric="m", tolerance=0.1', "missing required key(s) ['id']"),
+        ('statement="s", source="s", metric="m", tolerance=0.1',
+         "missing required key(s) ['id']"),
         ('id="x", statement="s", source="s", metric="m", tolerance="small"',
          "tolerance must be a finite number, got 'small'"),
-        ('id="Bad Id", statement="s", source="s", metric="m", tolerance=0.1', "must be a non-empty"),
+        ('id="Bad Id", statement="s", source="s", metric="m", tolerance=0.1',
+         "must be a non-empty"),
     ],
 )
 def test_invalid_marker_is_a_collection_error(pytester: pytest.Pytester, marker: str,
