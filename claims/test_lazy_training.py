@@ -9,8 +9,6 @@ training time the relative change of the Gram matrix has log-log slope -1 in wid
 predicts that sharper rate; Lee et al.'s bound is the weaker statement it implies.
 """
 
-import itertools
-
 import pytest
 import torch
 from hypothesis import example, given
@@ -33,12 +31,12 @@ from ntkcheck.train import gradient_descent
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, parametrizations=("ntk",)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=1, activation="erf"))
-def test_lazy_kernel(spec, widths, seeds, device, measure, digits, ntk_profile):
+def test_lazy_kernel(spec, sweep, device, measure, digits, ntk_profile):
     x, y = digits.x, digits.regression_targets()
     # Learning rate N / lambda_max of the analytic NTK Gram matrix: one step contracts the
     # top eigendirection of the residual fully in the kernel regime (stable below 2N/lambda_max).
     lr = len(x) / float(torch.linalg.eigvalsh(analytic_kernels(spec, x).ntk)[-1])
-    for width, seed in itertools.product(widths, seeds):
+    for width, seed in sweep:
         net = spec.with_width(width).build(seed=seed, input_shape=digits.input_shape,
                                            device=device)
         before = empirical_ntk(net, x)

@@ -6,8 +6,6 @@ NTK. The fluctuations around the limit shrink like width^(-1/2) (Hanin & Nica 20
 depth), so the relative Frobenius error against the analytic kernel has log-log slope -1/2.
 """
 
-import itertools
-
 import pytest
 from hypothesis import example, given
 
@@ -28,9 +26,9 @@ from ntkcheck.metrics import relative_frobenius_error
 @given(spec=strategies.mlps(parametrizations=("ntk",)))
 @example(spec=ArchSpec(depth=2, activation="relu"))
 @example(spec=ArchSpec(depth=2, activation="erf"))
-def test_ntk_at_init(spec, widths, seeds, device, measure, digits):
+def test_ntk_at_init(spec, sweep, device, measure, digits):
     reference = analytic_kernels(spec, digits.x).ntk
-    for width, seed in itertools.product(widths, seeds):
+    for width, seed in sweep:
         net = spec.with_width(width).build(seed=seed, input_shape=digits.input_shape,
                                            device=device)
         error = relative_frobenius_error(empirical_ntk(net, digits.x), reference)

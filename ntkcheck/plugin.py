@@ -44,6 +44,7 @@ import pytest
 
 from ntkcheck.claim import Claim, ClaimError
 from ntkcheck.profiles import Profile, get_profile, parse_widths
+from ntkcheck.sweep import Shard, parse_shard, sweep_units
 
 RECORD_KEY = "ntkcheck.record"
 CLAIM_KEY = "ntkcheck.claim"
@@ -62,6 +63,7 @@ class Settings:
     profile: Profile
     device: str
     report_dir: Path
+    shard: Shard | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,6 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("seeds", "N", "seeds per architecture and width (overrides the profile)"),
         ("device", "DEV", "auto (CUDA when present), cpu, cuda or cuda:K; default auto"),
         ("report", "DIR", "folder for run reports, relative to the rootdir; default reports"),
+        ("shard", "K/N", "run shard K (0-based) of N of every claim's (width, seed) units; "
+                         "merge the shards' runs with `ntkcheck report`"),
     ]
     for name, metavar, text in opts:
         group.addoption(f"--ntk-{name}", dest=f"ntk_{name}", metavar=metavar, default=None,
@@ -101,12 +105,15 @@ def _resolve_settings(config: pytest.Config) -> Settings:
                 raise ValueError(f"--ntk-seeds: {seeds_opt!r} is not an integer") from None
             if n_seeds < 1:
                 raise ValueError(f"--ntk-seeds must be at least 1, got {n_seeds}")
+        shard_opt = _option(config, "shard")
+        shard = parse_shard(shard_opt) if shard_opt else None
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     return Settings(
         profile=profile.with_overrides(widths=widths, n_seeds=n_seeds),
         device=_option(config, "device") or "auto",
         report_dir=Path(_option(config, "report") or "reports"),
+        shard=shard,
     )
 
 
@@ -240,7 +247,8 @@ def _per_example_verdict(inner: Any) -> Any:
         n_before = len(item.user_properties)
         result = inner(*args, **kwargs)
         new = [r for k, r in item.user_properties[n_before:] if k == RECORD_KEY]
-        message = _verdict_failure(item.stash[_CLAIM], new) if new else None
+        partial = item.config.stash[_SETTINGS].shard is not None
+        message = _verdict_failure(item.stash[_CLAIM], new) if new and not partial else None
         if key:
             seen[key] = message
         if message is not None:
@@ -288,6 +296,8 @@ def pytest_runtest_call(item: pytest.Item):
         shrunk = item.stash.get(_SHRUNK, None)
         if shrunk is not None:
             item.user_properties.append((SHRUNK_KEY, shrunk))
+    if item.config.stash[_SETTINGS].shard is not None:
+        return result  # one shard sees part of the sweep: verdicts come from the merged runs
     records = [r for k, r in item.user_properties if k == RECORD_KEY]
     if not records:
         pytest.fail(f"claim {claim.id!r} recorded no measurements: call the `measure` fixture "
@@ -317,6 +327,19 @@ def widths(ntk_profile: Profile) -> list[int]:
 def seeds(ntk_profile: Profile) -> list[int]:
     """Seed indices ``0..n_seeds-1`` (``--ntk-seeds`` or the profile's)."""
     return list(range(ntk_profile.n_seeds))
+
+
+@pytest.fixture
+def sweep(request: pytest.FixtureRequest, widths: list[int], seeds: list[int]
+          ) -> list[tuple[int, int]]:
+    """The ``(width, seed)`` pairs this claim measures, narrowest width first.
+
+    Every pair of ``widths`` x ``seeds``, or under ``--ntk-shard K/N`` this shard's share
+    (:func:`ntkcheck.sweep.sweep_units`). Loop over it: ``for width, seed in sweep: ...``.
+    """
+    claim = request.node.stash.get(_CLAIM, None)
+    shard = request.config.stash[_SETTINGS].shard
+    return sweep_units(claim.id if claim else request.node.nodeid, widths, seeds, shard)
 
 
 @pytest.fixture(scope="session")

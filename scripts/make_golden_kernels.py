@@ -1,4 +1,6 @@
-"""Generate golden infinite-width kernels with neural-tangents 0.6.5 (tests/data/golden_kernels.json).
+"""Generate golden infinite-width kernels with neural-tangents 0.6.5.
+
+Writes tests/data/golden_kernels.json.
 
 neural-tangents is not a dependency of ntkcheck. Run this script in a separate environment::
 

@@ -20,6 +20,7 @@ import ntkcheck.kernels  # noqa: F401
 import ntkcheck.plugin  # noqa: F401
 import ntkcheck.report  # noqa: F401
 import ntkcheck.strategies  # noqa: F401
+import ntkcheck.sweep  # noqa: F401
 import ntkcheck.train  # noqa: F401
 import ntkcheck.verdict  # noqa: F401
 

@@ -170,3 +170,51 @@ def test_deep_network_overflowing_float32_is_exact_in_float64():
     torch.testing.assert_close(k.ntk, ntk, rtol=1e-13, atol=0)
     with pytest.raises(OverflowError, match="reduce depth"):
         mlp_kernels(x, depth=300, dual=get_dual("identity"), weight_std=4.0, bias=False)
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_standard_parametrization_matches_monte_carlo(inputs, activation):
+    # The standard-parametrization NTK grows with the width, so the width is part of the spec.
+    spec = ArchSpec(depth=2, activation=activation, parametrization="standard", bias_std=0.5)
+    mean, _ = monte_carlo_ntk(spec, inputs, width=1024, n_samples=48, seed=3)
+    expected = analytic_kernels(spec.with_width(1024), inputs).ntk
+    assert rel(mean, expected) < 0.05
+    ntk_param = analytic_kernels(ArchSpec(depth=2, activation=activation, bias_std=0.5), inputs)
+    assert rel(ntk_param.ntk, expected) > 0.5  # the two parametrizations really differ
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(4, 1, 4, 4, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [ArchSpec(family="cnn", depth=2, activation="relu", bias_std=0.3),
+     ArchSpec(family="cnn", depth=2, activation="erf", pool=True)],
+    ids=lambda s: s.arch_id,
+)
+def test_cntk_matches_monte_carlo_at_width_1024(spec, images):
+    mean, _ = monte_carlo_ntk(spec, images, width=1024, n_samples=8, seed=1)
+    expected = analytic_kernels(spec, images).ntk
+    assert rel(mean, expected) < 0.05
+
+
+def test_cntk_degenerate_images_have_finite_gradients(images):
+    spec = ArchSpec(family="cnn", depth=2, activation="relu", bias=False)
+    x = torch.cat([images[:2], 2 * images[:1], torch.zeros_like(images[:1])]).requires_grad_(True)
+    k = analytic_kernels(spec, x)
+    assert torch.equal(k.ntk, k.ntk.T)
+    assert float(k.ntk[3].abs().max()) == 0.0  # zero image, no bias: zero kernel row
+    (grad,) = torch.autograd.grad(k.ntk.sum() + k.nngp.sum(), x)
+    assert bool(torch.isfinite(grad).all())
+
+
+def test_unsupported_specs_are_refused(images):
+    with pytest.raises(NotImplementedError, match="BatchNorm"):
+        analytic_kernels(ArchSpec(family="cnn", batchnorm=True), images)
+    with pytest.raises(NotImplementedError, match="mup"):
+        analytic_kernels(ArchSpec(parametrization="mup"), images)
+    with pytest.raises(ValueError, match="width"):
+        analytic_kernels(ArchSpec(parametrization="standard"), images)

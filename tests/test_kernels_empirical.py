@@ -67,6 +67,45 @@ def test_implementations_agree_on_mlp(data, output, bias):
         assert rel(got, ref) < 1e-10, impl
 
 
+@pytest.fixture(scope="module")
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    return (torch.randn(4, 2, 6, 6, generator=g, dtype=torch.float64),
+            torch.randn(3, 2, 6, 6, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [ArchSpec(family="cnn", depth=2, activation="relu"),
+     ArchSpec(family="cnn", depth=2, activation="tanh", pool=True, batchnorm=True,
+              parametrization="standard"),
+     ArchSpec(family="resnet", depth=2, activation="gelu", batchnorm=True)],
+    ids=lambda s: s.arch_id,
+)
+@pytest.mark.parametrize("output", ["full", "trace", "diagonal"])
+def test_implementations_agree_on_cnn_and_resnet(images, spec, output):
+    x1, x2 = images
+    model = spec.with_width(6).build(seed=0, input_shape=(2, 6, 6), out_features=2)
+    if spec.batchnorm:  # non-trivial running statistics, then eval mode
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(16, 2, 6, 6, dtype=torch.float64) * 2 + 0.5)
+        model.eval()
+    ref = empirical_ntk(model, x1, x2, implementation="jacobian", output=output)
+    for impl in ("ntvp", "structured", "auto"):
+        assert rel(empirical_ntk(model, x1, x2, implementation=impl, output=output),
+                   ref) < 1e-10, impl
+
+
+def test_cnn_matches_brute_force(images):
+    x1, x2 = images
+    spec = ArchSpec(family="cnn", depth=1, activation="erf")
+    model = spec.with_width(3).build(seed=1, input_shape=(2, 6, 6), out_features=2)
+    expected = brute_force_ntk(model, x1, x2)
+    assert rel(empirical_ntk(model, x1, x2, implementation="structured", output="full"),
+               expected) < 1e-12
+
+
 def test_output_modes_are_consistent(data):
     x1, x2 = data
     model = ArchSpec(depth=1).with_width(8).build(seed=0, input_shape=(3, 4), out_features=4)
