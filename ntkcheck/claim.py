@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-__all__ = ["Claim", "ClaimError", "MARKER_KEYS", "RECORD_COLUMNS", "record_schema"]
+__all__ = ["Claim", "ClaimError", "MARKER_KEYS", "RECORD_COLUMNS", "record_schema",
+           "width_verdict_schema", "arch_verdict_schema"]
 
 #: Keywords the ``claim`` marker accepts.
 MARKER_KEYS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction")
@@ -146,5 +147,65 @@ def record_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameSchema:
             "nodeid": pa.Column(str),
         },
         strict=False,
+        coerce=True,
+    )
+
+
+def _claim_id_column(claim_ids: Iterable[str] | None) -> pa.Column:
+    checks = [pa.Check.str_length(min_value=1)]
+    if claim_ids is not None:
+        checks.append(pa.Check.isin(sorted(set(claim_ids))))
+    return pa.Column(str, checks)
+
+
+def width_verdict_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameSchema:
+    """The pandera schema of a per-width verdict table (``width_verdicts.csv``).
+
+    Columns are :data:`ntkcheck.verdict.WIDTH_COLUMNS`: ``mean`` finite, ``std`` nullable (one
+    seed), ``n`` at least 1, ``holds`` boolean; ``claim_id`` among ``claim_ids`` when given.
+    (claim_id, arch_id, width) is unique.
+    """
+    finite = pa.Check(lambda s: pd.Series(s, dtype=float).map(math.isfinite),
+                      element_wise=False, error="mean must be finite")
+    return pa.DataFrameSchema(
+        {
+            "claim_id": _claim_id_column(claim_ids),
+            "arch_id": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "width": pa.Column(int, pa.Check.gt(0)),
+            "mean": pa.Column(float, finite),
+            "std": pa.Column(float, pa.Check.ge(0), nullable=True),
+            "n": pa.Column(int, pa.Check.ge(1)),
+            "holds": pa.Column(bool),
+        },
+        unique=["claim_id", "arch_id", "width"],
+        strict=True,
+        coerce=True,
+    )
+
+
+def arch_verdict_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameSchema:
+    """The pandera schema of a per-architecture verdict table (``verdicts.csv``).
+
+    Columns are :data:`ntkcheck.verdict.ARCH_COLUMNS`. ``holds_from_width`` is NaN when the
+    claim fails at the widest width; the fit's columns are NaN without a fit;
+    ``rate_consistent`` is a nullable boolean; ``extrapolated_width`` is non-negative or NaN
+    (``inf`` when the trend moves away from the tolerance). (claim_id, arch_id) is unique.
+    """
+    fit = {c: pa.Column(float, nullable=True)
+           for c in ("slope", "slope_low", "slope_high", "intercept", "predicted_rate")}
+    return pa.DataFrameSchema(
+        {
+            "claim_id": _claim_id_column(claim_ids),
+            "arch_id": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "widest_width": pa.Column(int, pa.Check.gt(0)),
+            "holds_at_widest": pa.Column(bool),
+            "holds_from_width": pa.Column(float, pa.Check.gt(0), nullable=True),
+            **fit,
+            "rate_consistent": pa.Column("boolean", nullable=True),
+            "extrapolated_width": pa.Column(float, pa.Check.ge(0), nullable=True),
+            "message": pa.Column(str),
+        },
+        unique=["claim_id", "arch_id"],
+        strict=True,
         coerce=True,
     )

@@ -38,13 +38,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ntkcheck.claim import Claim, ClaimError
 from ntkcheck.profiles import Profile, get_profile, parse_widths
 from ntkcheck.sweep import Shard, parse_shard, sweep_units
+
+if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
+    from ntkcheck.claim import Claim
 
 RECORD_KEY = "ntkcheck.record"
 CLAIM_KEY = "ntkcheck.claim"
@@ -53,7 +55,7 @@ SHRUNK_KEY = "ntkcheck.shrunk"
 _CRASH = re.compile(r"worker '[^']+' crashed while running")
 _SETTINGS = pytest.StashKey["Settings"]()
 _RUN = pytest.StashKey["RunWriter"]()
-_CLAIM = pytest.StashKey[Claim]()
+_CLAIM = pytest.StashKey["Claim"]()
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ def _claim_kwargs(obj: Any) -> dict[str, Any] | None:
     marks = [m for m in getattr(obj, "pytestmark", []) if getattr(m, "name", "") == "claim"]
     if not marks:
         return None
+    from ntkcheck.claim import ClaimError
+
     if len(marks) > 1:
         raise ClaimError("a test may carry only one claim marker")
     if marks[0].args:
@@ -170,8 +174,10 @@ def _claim_kwargs(obj: Any) -> dict[str, Any] | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
     """Validate the claim marker at collection; an invalid one is a collection error."""
-    if not callable(obj):
+    if not callable(obj) or not getattr(obj, "pytestmark", None):
         return None
+    from ntkcheck.claim import Claim, ClaimError
+
     try:
         kwargs = _claim_kwargs(obj)
         if kwargs is not None:
@@ -188,6 +194,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         mark = item.get_closest_marker("claim")
         if mark is None:
             continue
+        from ntkcheck.claim import Claim
+
         claim = Claim.from_marker_kwargs(mark.kwargs, where=item.nodeid)
         item.stash[_CLAIM] = claim
         item.user_properties.append((CLAIM_KEY, claim.to_dict()))
@@ -432,6 +440,15 @@ def measure(request: pytest.FixtureRequest, device: Any) -> Recorder:
 # ----------------------------------------------------------------------------- run writer
 
 
+def _resolved_device(option: str) -> str:
+    from ntkcheck.devices import resolve_device
+
+    try:
+        return str(resolve_device(option, None))
+    except ValueError as exc:
+        return f"unavailable ({exc})"
+
+
 class RunWriter:
     """Writes one run's folder on the controlling process (see the module docstring)."""
 
@@ -515,6 +532,7 @@ class RunWriter:
         self._open().close()
         import pandas as pd
 
+        from ntkcheck.claim import Claim
         from ntkcheck.report import render_report
         from ntkcheck.verdict import compute_verdicts
 
@@ -574,6 +592,7 @@ class RunWriter:
             "run_id": self.run_id, "profile": p.name, "widths": list(p.widths),
             "seeds": p.n_seeds, "n_inputs": p.n_inputs, "max_examples": p.max_examples,
             "device": self.settings.device,
+            "device_resolved": _resolved_device(self.settings.device),
             "cuda_devices": [torch.cuda.get_device_name(i)
                              for i in range(torch.cuda.device_count())],
             "started": self.started.isoformat(timespec="seconds"),

@@ -143,7 +143,7 @@ class _Impl:
     def gram(self, f1, f2) -> torch.Tensor:  # noqa: D102
         raise NotImplementedError
 
-    def memory_elems(self, b1: int, b2: int) -> float:  # noqa: D102
+    def memory_elems(self, b1: int, b2: int, reuse: bool) -> float:  # noqa: D102
         raise NotImplementedError
 
     def flops(self, n1: int, n2: int, nb1: int) -> float:  # noqa: D102
@@ -164,9 +164,11 @@ class _Jacobian(_Impl):
             total = part if total is None else total + part
         return total
 
-    def memory_elems(self, b1, b2):
+    def memory_elems(self, b1, b2, reuse):
+        # Stored Jacobians of both blocks plus one block being built, and its backward pass.
         p = self.probe
-        return 2 * (b1 + b2) * p.n_out * p.n_params + max(b1, b2) * p.n_out * p.activations
+        stored = (b1 + (0 if reuse else b2) + max(b1, b2)) * p.n_out * p.n_params
+        return stored + max(b1, b2) * p.n_out * p.activations
 
     def flops(self, n1, n2, nb1):
         p = self.probe
@@ -195,7 +197,7 @@ class _NTVP(_Impl):
             return k.diagonal(dim1=2, dim2=3)
         return k
 
-    def memory_elems(self, b1, b2):
+    def memory_elems(self, b1, b2, reuse):
         p = self.probe
         per_col = 3 * p.n_params + 3 * b1 * p.activations + b1 * p.n_out
         return min(b2 * p.n_out, 64) * per_col + b2 * p.activations + b1 * b2 * p.n_out**2
@@ -240,10 +242,12 @@ class _Structured(_Impl):
                                                           else oc * c_out * s)
         return feats, inter, flops
 
-    def memory_elems(self, b1, b2):
+    def memory_elems(self, b1, b2, reuse):
         p = self.probe
-        feats, inter, _ = self._layer_terms(b1, b2)
-        jac = 2 * (b1 + b2) * p.n_out * self.n_fallback
+        feats, inter, _ = self._layer_terms(b1, 0 if reuse else b2)
+        feats += self._layer_terms(max(b1, b2), 0)[0]  # the block being computed
+        inter = self._layer_terms(b1, b2)[1]
+        jac = (b1 + (0 if reuse else b2) + max(b1, b2)) * p.n_out * self.n_fallback
         return feats + inter + jac + max(b1, b2) * p.n_out * p.activations
 
     def flops(self, n1, n2, nb1):
@@ -350,7 +354,7 @@ def empirical_ntk(
     result_bytes = n1 * n2 * _out_elems(probe.n_out, output) * itemsize
 
     def need(impl: _Impl) -> float:
-        return result_bytes + itemsize * impl.memory_elems(b1, b2)
+        return result_bytes + itemsize * impl.memory_elems(b1, b2, symmetric and nb1 == 1)
 
     if implementation == "auto":
         free = available_memory_bytes(device)
