@@ -1,3 +1,61 @@
-"""ntkcheck: check the predictions of neural tangent kernel theory against real networks."""
+"""ntkcheck: check the predictions of neural tangent kernel theory against real networks.
+
+The public API, importable from the top-level package (loaded on first use, so that the
+pytest plugin does not import torch in projects that never run a claim):
+
+* architectures: :class:`ArchSpec`, :mod:`strategies` (Hypothesis strategies)
+* data: :func:`load_dataset`, :class:`Dataset`, :class:`DataError`
+* kernels: :func:`empirical_ntk`, :func:`analytic_kernels`, :func:`monte_carlo_ntk`
+* training: :func:`gradient_descent`, :func:`mse_loss`
+* claims and verdicts: :class:`Claim`, :func:`compute_verdicts`, :func:`fit_rate`,
+  :func:`extrapolate_width`, :func:`relative_frobenius_error`, :func:`relative_change`
+* runs: :data:`PROFILES`, :class:`Profile`, :func:`render_report`
+
+Claims themselves are pytest tests; see README.md and ``claims/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "ArchSpec": "ntkcheck.arch",
+    "strategies": "ntkcheck.strategies",
+    "load_dataset": "ntkcheck.data",
+    "Dataset": "ntkcheck.data",
+    "DataError": "ntkcheck.data",
+    "empirical_ntk": "ntkcheck.kernels",
+    "analytic_kernels": "ntkcheck.kernels",
+    "monte_carlo_ntk": "ntkcheck.kernels",
+    "gradient_descent": "ntkcheck.train",
+    "mse_loss": "ntkcheck.train",
+    "Claim": "ntkcheck.claim",
+    "compute_verdicts": "ntkcheck.verdict",
+    "fit_rate": "ntkcheck.metrics",
+    "extrapolate_width": "ntkcheck.metrics",
+    "relative_frobenius_error": "ntkcheck.metrics",
+    "relative_change": "ntkcheck.metrics",
+    "PROFILES": "ntkcheck.profiles",
+    "Profile": "ntkcheck.profiles",
+    "render_report": "ntkcheck.report",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ntkcheck' has no attribute {name!r}")
+    if name == "strategies":
+        return importlib.import_module(module)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

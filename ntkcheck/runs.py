@@ -26,7 +26,8 @@ from ntkcheck.claim import RECORD_COLUMNS, Claim, record_schema
 from ntkcheck.verdict import ARCH_COLUMNS, WIDTH_COLUMNS, compute_verdicts
 
 __all__ = ["RECORD_KEY", "CLAIM_FIELDS", "Run", "RunError", "resolve_run", "load_run",
-           "merge_runs", "write_run", "read_embedded", "claim_status"]
+           "merge_runs", "write_run", "read_embedded", "claim_status", "list_runs",
+           "LIST_COLUMNS"]
 
 #: A measurement's identity: records sharing it are duplicates.
 RECORD_KEY = ("claim_id", "arch_id", "width", "seed")
@@ -255,6 +256,60 @@ def _run_folders(reports: Path) -> list[Path]:
     return sorted(p for p in reports.iterdir()
                   if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
                   and p.name != "latest" and _is_run(p))
+
+
+#: Columns of :func:`list_runs`.
+LIST_COLUMNS = ["run_id", "date", "profile", "device", "commit", "records", "passed", "failed",
+                "latest"]
+
+
+def _latest_id(reports: Path) -> str | None:
+    latest = reports / "latest"
+    if not latest.exists():
+        return None
+    return _follow_pointer(latest).resolve().name
+
+
+def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
+    """The stored runs under ``reports``, oldest first.
+
+    Returns:
+        A DataFrame with :data:`LIST_COLUMNS`: start date, profile, device (with the GPU's
+        name when CUDA was used), short git commit, number of records, claims passed and
+        failed (failed counts errors too), and whether ``latest`` points at the run. A run
+        whose files cannot be read is listed with what could be read.
+
+    """
+    reports = Path(reports)
+    latest = _latest_id(reports)
+    rows = []
+    for folder in _run_folders(reports):
+        try:
+            run = load_run(folder)
+        except RunError:
+            rows.append({"run_id": folder.name, "date": "", "profile": "", "device": "",
+                         "commit": "", "records": 0, "passed": 0, "failed": 0,
+                         "latest": folder.name == latest})
+            continue
+        meta = run.meta
+        outcomes = [str(c.get("outcome") or "") for c in run.claims.values()]
+        device = str(meta.get("device") or "")
+        gpus = meta.get("cuda_devices") or []
+        if gpus and device != "cpu":
+            device += f" ({gpus[0]}{f' x{len(gpus)}' if len(gpus) > 1 else ''})"
+        rows.append({
+            "run_id": folder.name,
+            "date": str(meta.get("started") or "").replace("T", " "),
+            "profile": str(meta.get("profile") or ""),
+            "device": device,
+            "commit": str(meta.get("git_commit") or "")[:10],
+            "records": len(run.records),
+            "passed": outcomes.count("passed"),
+            "failed": outcomes.count("failed") + outcomes.count("error"),
+            "latest": folder.name == latest,
+        })
+    table = pd.DataFrame(rows, columns=LIST_COLUMNS)
+    return table.sort_values(["date", "run_id"], kind="stable").reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- merge

@@ -128,17 +128,14 @@ def mlp_kernels(
     q1 = (sw2 * sq1 / d + sb2)[:, None]
     q2 = (sw2 * sq2 / d + sb2)[None, :]
     theta = c if parametrization == "ntk" else dot + one
-    for layer in range(1, depth + 1):
+    for _ in range(depth):
         k, kdot = dual(q1, q2, c)
         k1, _ = dual(q1, q1, q1)
         k2, _ = dual(q2, q2, q2)
         c_next = sw2 * k + sb2
-        if parametrization == "ntk":
-            theta = c_next + sw2 * kdot * theta
-        else:
-            theta = width * k + one + sw2 * kdot * theta
+        own = c_next if parametrization == "ntk" else width * k + one
+        theta = torch.addcmul(own, kdot, theta, value=sw2)
         c, q1, q2 = c_next, sw2 * k1 + sb2, sw2 * k2 + sb2
-        _check_finite(theta, layer)
     _check_finite(c, depth)
     _check_finite(theta, depth)
     if symmetric:

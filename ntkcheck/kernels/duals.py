@@ -24,6 +24,10 @@ import torch
 Dual = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """``sqrt(max(x, 0))`` with a zero (not infinite) derivative where ``x <= 0``."""
     pos = x > 0
@@ -67,10 +71,17 @@ def piecewise_linear(a: float, b: float) -> Dual:
     mean_sq = (a * a + b * b) / 2
 
     def dual(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor):
-        s = _safe_sqrt(q1 * q2 - c * c)
-        theta = _safe_atan2(s, c, math.pi / 2)
-        kdot = mean_sq - factor * theta
-        return factor * s + kdot * c, kdot
+        if _needs_grad(q1, q2, c):
+            s = _safe_sqrt(q1 * q2 - c * c)
+            theta = _safe_atan2(s, c, math.pi / 2)
+            kdot = mean_sq - factor * theta
+            return factor * s + kdot * c, kdot
+        # Same values without the autograd guards, with fewer temporaries (memory-bound on
+        # large Grams). atan2(0, 0) = 0 here instead of pi/2: this only happens at zero
+        # variance, where E[phi phi] = 0 and the NTK factor multiplies a zero kernel.
+        s = (q1 * q2).sub_(c * c).clamp_min_(0).sqrt_()
+        kdot = torch.atan2(s, c).mul_(-factor).add_(mean_sq)
+        return torch.addcmul(s.mul_(factor), kdot, c), kdot
 
     return dual
 
