@@ -13,7 +13,9 @@ Jacobians, ``einsum`` contraction; the Jacobian of ``x1`` is reused because ``x2
 Kernels are ``output="full"`` ``(N, N, O, O)`` in float64. Where neural-tangents imports in
 the interpreter given by ``--nt`` (a separate venv), its structured-derivatives empirical
 kernel and ``kernel_fn`` are timed on the same cases (other random weights; first call
-includes jit compilation, the reported time is the best later call).
+includes jit compilation, the reported time is the best later call). neural-tangents 0.6.5
+needs two names jax 0.5.3 dropped from ``jax.interpreters.ad`` for its structured
+derivatives; the subprocess restores them before importing it.
 """
 
 from __future__ import annotations
@@ -121,6 +123,12 @@ sys.modules["neural_tangents.experimental"] = types.ModuleType("neural_tangents.
 import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np
+from jax._src import source_info_util
+from jax.interpreters import ad
+# neural-tangents 0.6.5's structured derivatives use two names jax 0.5 no longer re-exports
+# from jax.interpreters.ad; restore them (this subprocess only).
+ad.source_info_util = source_info_util
+ad.config = jax.config
 import neural_tangents as nt
 from neural_tangents import stax
 case, x_path = sys.argv[1], sys.argv[2]
@@ -162,7 +170,9 @@ kf = jax.jit(kernel_fn, static_argnames="get")
 t0 = time.perf_counter(); kf(x, None, "ntk").block_until_ready(); first = time.perf_counter() - t0
 times = []
 for _ in range(3):
-    t0 = time.perf_counter(); kf(x, None, "ntk").block_until_ready(); times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    kf(x, None, "ntk").block_until_ready()
+    times.append(time.perf_counter() - t0)
 out["kernel_fn"] = {"time_s": min(times), "first_call_s": first,
     "peak_bytes": max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)}
 print(json.dumps(out))

@@ -13,6 +13,7 @@ from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
 from ntkcheck.kernels import analytic_kernels, empirical_ntk
 from ntkcheck.metrics import relative_frobenius_error
+from ntkcheck.numerics import check_psd
 
 
 @pytest.mark.claim(
@@ -29,7 +30,9 @@ from ntkcheck.metrics import relative_frobenius_error
 def test_ntk_at_init(spec, sweep, device, measure, digits):
     reference = analytic_kernels(spec, digits.x).ntk
     for width, seed in sweep:
-        net = spec.with_width(width).build(seed=seed, input_shape=digits.input_shape,
-                                           device=device)
-        error = relative_frobenius_error(empirical_ntk(net, digits.x), reference)
-        measure(spec, width=width, seed=seed, value=error)
+        with measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
+            net = spec.with_width(width).build(seed=init_seed, input_shape=digits.input_shape,
+                                               device=device)
+            theta = check_psd(empirical_ntk(net, digits.x), "empirical NTK")
+            measure(spec, width=width, seed=seed,
+                    value=relative_frobenius_error(theta, reference))

@@ -21,11 +21,16 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-__all__ = ["Claim", "ClaimError", "MARKER_KEYS", "RECORD_COLUMNS", "record_schema",
-           "width_verdict_schema", "arch_verdict_schema"]
+__all__ = ["Claim", "ClaimError", "MARKER_KEYS", "RECORD_COLUMNS", "SCALES", "TRENDS",
+           "record_schema", "width_verdict_schema", "arch_verdict_schema"]
 
 #: Keywords the ``claim`` marker accepts.
-MARKER_KEYS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction")
+MARKER_KEYS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction",
+               "scale", "trend")
+#: Values of the ``scale`` key: how the verdict fits the metric against width.
+SCALES = ("log", "semilog")
+#: Values of the ``trend`` key (besides None): the sign the fitted slope must have.
+TRENDS = ("decreasing", "increasing")
 _REQUIRED = ("id", "statement", "source", "metric", "tolerance")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -48,6 +53,13 @@ class Claim:
         rate: Predicted log-log slope of the metric in width (e.g. -0.5), or None.
         units: Units of the metric ("" for dimensionless).
         direction: ``"below"`` (default) or ``"above"``.
+        scale: ``"log"`` (default): the verdict fits ``log(value)`` against ``log(width)``
+            (a power law; non-positive values cannot be fitted); ``"semilog"``: it fits
+            ``value`` against ``log(width)`` (any sign; the slope is the change per e-fold of
+            width), for metrics such as forgetting that can be zero or negative.
+        trend: None (default), ``"decreasing"`` or ``"increasing"``: the claim also needs the
+            fitted slope's 95% interval to lie entirely below (above) zero; without a fit
+            (fewer than 3 widths) the trend fails.
 
     """
 
@@ -59,6 +71,8 @@ class Claim:
     rate: float | None = None
     units: str = ""
     direction: str = "below"
+    scale: str = "log"
+    trend: str | None = None
 
     @classmethod
     def from_marker_kwargs(cls, kwargs: Mapping[str, Any], where: str = "") -> Claim:
@@ -66,7 +80,8 @@ class Claim:
 
         Raises:
             ClaimError: Unknown or missing keys, a malformed id, a non-numeric or non-finite
-                tolerance or rate, or a direction other than "below"/"above".
+                tolerance or rate, a direction other than "below"/"above", a scale other
+                than "log"/"semilog", or a trend other than None/"decreasing"/"increasing".
 
         """
         at = f" on {where}" if where else ""
@@ -97,9 +112,17 @@ class Claim:
         direction = kwargs.get("direction", "below")
         if direction not in ("below", "above"):
             raise ClaimError(f"claim marker{at}: direction must be 'below' or 'above'")
+        scale = kwargs.get("scale", "log")
+        if scale not in SCALES:
+            raise ClaimError(f"claim marker{at}: scale must be one of {SCALES}, got {scale!r}")
+        trend = kwargs.get("trend")
+        if trend is not None and trend not in TRENDS:
+            raise ClaimError(f"claim marker{at}: trend must be None or one of {TRENDS}, "
+                             f"got {trend!r}")
         return cls(id=cid, statement=kwargs["statement"], source=kwargs["source"],
                    metric=kwargs["metric"], tolerance=values["tolerance"],  # type: ignore[arg-type]
-                   rate=values["rate"], units=kwargs.get("units", ""), direction=direction)
+                   rate=values["rate"], units=kwargs.get("units", ""), direction=direction,
+                   scale=scale, trend=trend)
 
     def holds(self, value: float) -> bool:
         """Whether a metric value satisfies the tolerance in this claim's direction."""
@@ -108,8 +131,13 @@ class Claim:
         return value <= self.tolerance if self.direction == "below" else value >= self.tolerance
 
     def to_dict(self) -> dict[str, Any]:
-        """The claim as a dict of builtin types."""
-        return asdict(self)
+        """The claim as a dict of builtin types (``scale``/``trend`` only when not default)."""
+        d = asdict(self)
+        if d["scale"] == "log":
+            del d["scale"]
+        if d["trend"] is None:
+            del d["trend"]
+        return d
 
 
 #: Columns every record has (claims may add more, of builtin scalar types).
@@ -123,15 +151,22 @@ RECORD_COLUMNS = (
 def record_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameSchema:
     """The pandera schema of a records table.
 
-    Checks: finite ``value``; positive integer ``width``; non-negative ``seed``; non-empty
-    ``claim_id`` and ``arch_id``; ``claim_id`` among ``claim_ids`` when given. Extra columns
-    are allowed (claims record extra named values).
+    Checks: finite ``value`` in measured records (a record whose ``status`` is not
+    ``"measured"`` is a unit that was not measured and has no value; see
+    :mod:`ntkcheck.status`); ``status`` among :data:`ntkcheck.status.STATUSES` when present;
+    positive integer ``width``; non-negative ``seed``; non-empty ``claim_id`` and ``arch_id``;
+    ``claim_id`` among ``claim_ids`` when given. Extra columns are allowed (claims record extra
+    named values).
     """
+    from ntkcheck.status import STATUSES, measured_mask
+
     cid_checks = [pa.Check.str_length(min_value=1)]
     if claim_ids is not None:
         cid_checks.append(pa.Check.isin(sorted(set(claim_ids))))
-    finite = pa.Check(lambda s: pd.Series(s, dtype=float).map(math.isfinite),
-                      element_wise=False, error="value must be finite (no NaN or Inf)")
+    finite = pa.Check(
+        lambda df: ~measured_mask(df)
+        | pd.to_numeric(df["value"], errors="coerce").map(math.isfinite),
+        error="value must be finite (no NaN or Inf) in measured records")
     return pa.DataFrameSchema(
         {
             "run_id": pa.Column(str),
@@ -139,13 +174,15 @@ def record_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameSchema:
             "arch_id": pa.Column(str, pa.Check.str_length(min_value=1)),
             "width": pa.Column(int, pa.Check.gt(0)),
             "seed": pa.Column(int, pa.Check.ge(0)),
-            "value": pa.Column(float, finite, nullable=False),
+            "value": pa.Column(float, nullable=True),
+            "status": pa.Column(str, pa.Check.isin(STATUSES), required=False, nullable=True),
             "profile": pa.Column(str),
             "device": pa.Column(str),
             "dtype": pa.Column(str),
             "elapsed_s": pa.Column(float, pa.Check.ge(0)),
             "nodeid": pa.Column(str),
         },
+        checks=[finite],
         strict=False,
         coerce=True,
     )

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "DataError", "DATASETS", "load_dataset", "check_data"]
+__all__ = ["Dataset", "DataError", "DATASETS", "load_dataset", "check_data", "check_arch_input",
+           "check_loss_targets"]
 
 
 class DataError(ValueError):
@@ -50,8 +51,28 @@ class Dataset:
     input_shape: tuple[int, ...]
     n_classes: int
 
+    def __post_init__(self) -> None:
+        check_data(self.name, self.x, self.y, self.task)
+        if tuple(self.x.shape[1:]) != tuple(self.input_shape):
+            raise DataError(
+                f"data set {self.name!r}: inputs have shape {tuple(self.x.shape[1:])} per "
+                f"example but input_shape is {tuple(self.input_shape)}; make them agree"
+            )
+        if self.task == "classification" and int(self.y.max()) >= self.n_classes:
+            raise DataError(
+                f"data set {self.name!r}: label {int(self.y.max())} is out of range for "
+                f"n_classes={self.n_classes}; labels must be 0..n_classes-1"
+            )
+
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def check_arch(self, spec: object) -> None:
+        """Raise :class:`DataError` if ``spec`` cannot take these inputs.
+
+        See :func:`check_arch_input`.
+        """
+        check_arch_input(self.name, self.input_shape, spec)
 
     def regression_targets(self) -> torch.Tensor:
         """Scalar regression targets, shape ``(N, 1)``, dtype of ``x``.
@@ -83,19 +104,56 @@ class Dataset:
         return a, b
 
 
+def _as_numpy(a: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        t = a.detach()
+        if t.dtype == torch.bfloat16:  # NumPy has no bfloat16
+            t = t.float()
+        return t.cpu().numpy()
+    return np.asarray(a)
+
+
+def _kind(arr: np.ndarray) -> str:
+    """``"float"``, ``"int"``, ``"bool"``, ``"complex"`` or ``"other"`` (strings, objects)."""
+    if arr.dtype == np.bool_:
+        return "bool"
+    for kind, base in (("float", np.floating), ("int", np.integer),
+                       ("complex", np.complexfloating)):
+        if np.issubdtype(arr.dtype, base):
+            return kind
+    return "other"
+
+
 def check_data(name: str, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
                task: str) -> None:
     """Raise :class:`DataError` if ``x`` and ``y`` cannot be used by a claim.
 
-    Checks: non-empty; same number of rows; floating-point inputs; finite inputs and targets;
-    integer labels for classification.
+    Checks, in order: a known task; inputs with a batch dimension; non-empty; the same number
+    of inputs and targets; floating-point inputs (not integers, booleans, complex numbers or
+    strings); numeric targets; no NaN or Inf in inputs or targets; for classification, one
+    integer label ``0..C-1`` per example (not one-hot rows); for regression, targets of shape
+    ``(N,)`` or ``(N, K)``.
+
+    Args:
+        name: Name of the data set, used in messages.
+        x: Inputs, ``(N, ...)``, NumPy array or tensor (any device).
+        y: Targets, ``(N,)`` or ``(N, K)``.
+        task: ``"classification"`` or ``"regression"``.
 
     Raises:
         DataError: naming the data set, the problem and the fix.
 
     """
-    xa = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    ya = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if task not in ("classification", "regression"):
+        raise DataError(
+            f"data set {name!r}: task must be 'classification' or 'regression', got {task!r}"
+        )
+    xa, ya = _as_numpy(x), _as_numpy(y)
+    if xa.ndim == 0 or ya.ndim == 0:
+        raise DataError(
+            f"data set {name!r}: inputs and targets need a first (batch) dimension, got "
+            f"shapes {xa.shape} and {ya.shape}; pass one row per example"
+        )
     if xa.shape[0] == 0 or xa.size == 0:
         raise DataError(f"data set {name!r} is empty: pass at least one example")
     if xa.shape[0] != ya.shape[0]:
@@ -103,25 +161,118 @@ def check_data(name: str, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Te
             f"data set {name!r}: {xa.shape[0]} inputs but {ya.shape[0]} targets; "
             "inputs and targets must have the same first dimension"
         )
-    if not np.issubdtype(xa.dtype, np.floating):
+    if _kind(xa) != "float":
         raise DataError(
             f"data set {name!r}: inputs have dtype {xa.dtype}; convert them to float "
             "(e.g. x.astype('float64')) and scale them before use"
         )
+    if _kind(ya) not in ("float", "int"):
+        raise DataError(
+            f"data set {name!r}: targets have dtype {ya.dtype}; pass numbers (integer class "
+            "labels for classification, floats for regression)"
+        )
     for what, arr in (("inputs", xa), ("targets", ya)):
-        if np.issubdtype(arr.dtype, np.number) and not np.all(np.isfinite(arr)):
+        if not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise DataError(
                 f"data set {name!r}: {bad} non-finite value(s) (NaN or Inf) in the {what}; "
                 "drop or impute them before running claims"
             )
-    if task == "classification" and not np.issubdtype(ya.dtype, np.integer):
+    if task == "classification":
+        if _kind(ya) != "int":
+            raise DataError(
+                f"data set {name!r}: classification targets have dtype {ya.dtype}; "
+                "pass integer class labels 0..C-1"
+            )
+        if ya.ndim != 1:
+            raise DataError(
+                f"data set {name!r}: classification targets have shape {ya.shape}; pass one "
+                "integer label per example, shape (N,) (for one-hot rows use y.argmax(1))"
+            )
+        if ya.min() < 0:
+            raise DataError(
+                f"data set {name!r}: class labels must be 0..C-1, got {int(ya.min())}; "
+                "relabel the classes (e.g. np.unique(y, return_inverse=True)[1])"
+            )
+    elif ya.ndim > 2:
         raise DataError(
-            f"data set {name!r}: classification targets have dtype {ya.dtype}; "
-            "pass integer class labels 0..C-1"
+            f"data set {name!r}: regression targets have shape {ya.shape}; pass (N,) or (N, K)"
         )
-    if task not in ("classification", "regression"):
-        raise DataError(f"data set {name!r}: task must be 'classification' or 'regression'")
+
+
+def check_loss_targets(name: str, y: torch.Tensor, n_outputs: int, loss: str = "mse") -> None:
+    """Raise :class:`DataError` if ``y`` is the wrong kind of target for ``loss``.
+
+    Args:
+        name: Name of the data set, used in messages.
+        y: Targets passed to the loss.
+        n_outputs: Outputs per example of the network (``out_features``).
+        loss: ``"mse"`` (:func:`ntkcheck.train.mse_loss`: float targets of exactly the
+            output's shape ``(N, n_outputs)``; ``(N,)`` would silently broadcast against
+            ``(N, 1)`` outputs to ``(N, N)``) or ``"cross_entropy"`` (integer labels ``(N,)``
+            in ``0..n_outputs-1``).
+
+    Raises:
+        DataError: naming the data set, the problem and the fix; ``ValueError`` on an
+            unknown ``loss``.
+
+    """
+    if loss == "mse":
+        if not y.dtype.is_floating_point:
+            raise DataError(
+                f"data set {name!r}: the squared-error loss needs float targets, got {y.dtype} "
+                "(class labels?); use dataset.regression_targets() or dataset.one_hot()"
+            )
+        if y.dim() != 2 or y.shape[1] != n_outputs:
+            raise DataError(
+                f"data set {name!r}: targets of shape {tuple(y.shape)} do not match the "
+                f"network's outputs (N, {n_outputs}) and would broadcast in the loss; use "
+                f"y.reshape(-1, {n_outputs}) or dataset.regression_targets()"
+            )
+    elif loss == "cross_entropy":
+        if y.dtype.is_floating_point or y.dim() != 1:
+            raise DataError(
+                f"data set {name!r}: cross-entropy needs integer labels of shape (N,), got "
+                f"{y.dtype} {tuple(y.shape)}; use dataset.y of a classification data set"
+            )
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_outputs):
+            raise DataError(
+                f"data set {name!r}: labels must lie in 0..{n_outputs - 1} for a network "
+                f"with {n_outputs} outputs, got {int(y.min())}..{int(y.max())}"
+            )
+    else:
+        raise ValueError(f"unknown loss {loss!r}; choose 'mse' or 'cross_entropy'")
+
+
+def check_arch_input(name: str, input_shape: tuple[int, ...], spec: object) -> None:
+    """Raise :class:`DataError` if an architecture cannot take this data set's inputs.
+
+    Args:
+        name: Name of the data set, used in messages.
+        input_shape: Shape of one input, e.g. ``(1, 8, 8)``.
+        spec: An :class:`ntkcheck.arch.ArchSpec`.
+
+    Raises:
+        DataError: When an image family (``cnn``, ``resnet``) gets inputs that are not
+            ``(C, H, W)``, or pooled images smaller than ``2**depth``; the message names the
+            data set and suggests an image data set (digits) or an ``mlp``.
+
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if getattr(spec, "input_kind", "vector") != "image":
+        return
+    arch = getattr(spec, "arch_id", repr(spec))
+    if len(shape) != 3:
+        raise DataError(
+            f"data set {name!r} has inputs of shape {shape}, but {arch} takes images "
+            "(C, H, W); use an image data set such as 'digits' (1, 8, 8) or an 'mlp' family"
+        )
+    depth = int(getattr(spec, "depth", 0))
+    if getattr(spec, "pool", False) and min(shape[1:]) < 2**depth:
+        raise DataError(
+            f"data set {name!r} has {shape[1]}x{shape[2]} images, but {arch} pools {depth} "
+            f"times and needs at least {2**depth}x{2**depth}; use pool=False or a smaller depth"
+        )
 
 
 def _sklearn(loader: str, task: str, input_shape: tuple[int, ...] | None = None

@@ -9,7 +9,7 @@ import pandas as pd
 from ntkcheck.claim import arch_verdict_schema, record_schema, width_verdict_schema
 from ntkcheck.runs import Run, RunError
 
-__all__ = ["FORMATS", "ExportError", "export_tables", "run_tables"]
+__all__ = ["FORMATS", "ExportError", "check_format", "export_tables", "run_tables"]
 
 FORMATS = ("csv", "parquet")
 PARQUET_HINT = ("parquet export needs pyarrow, which is not installed: pip install pyarrow "
@@ -18,6 +18,22 @@ PARQUET_HINT = ("parquet export needs pyarrow, which is not installed: pip insta
 
 class ExportError(RunError):
     """An export that cannot be written (unknown format, missing pyarrow, invalid table)."""
+
+
+def check_format(fmt: str) -> None:
+    """Check that ``fmt`` can be written.
+
+    Raises:
+        ExportError: An unknown format, or parquet without pyarrow (saying how to install it).
+
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ExportError(PARQUET_HINT) from None
 
 
 def run_tables(run: Run) -> dict[str, pd.DataFrame]:
@@ -64,13 +80,7 @@ def export_tables(run: Run, out_dir: str | Path, fmt: str = "csv") -> list[Path]
         ExportError: Unknown format, pyarrow missing for parquet, or a table failing its schema.
 
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
-    if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ExportError(PARQUET_HINT) from None
+    check_format(fmt)
     tables = run_tables(run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -61,40 +61,58 @@ _NAN_FIT = RateFit(math.nan, math.nan, math.nan, math.nan, 0)
 
 
 def fit_rate(widths: Sequence[float], values: Sequence[float],
-             confidence: float = 0.95) -> RateFit:
+             confidence: float = 0.95, scale: str = "log") -> RateFit:
     """Fit the log-log slope of ``values`` against ``widths`` with a confidence interval.
 
     Every (width, value) pair is a point (pass all seeds, not their means, so the interval
     reflects seed spread). Needs at least 3 distinct widths and positive values; otherwise the
     returned fit is all NaN with ``n = 0`` (a rate cannot be fitted, which is not an error).
 
+    With ``scale="semilog"`` the fit is ``value = intercept + slope * log(width)`` instead
+    (values of any sign; the slope is the change of the metric per e-fold of width, and
+    :meth:`RateFit.predict` does not apply): a trend test for metrics that are not power laws
+    and can be zero or negative, such as forgetting.
+
     Args:
         widths: Positive widths, length P.
-        values: Positive metric values, length P.
+        values: Positive metric values, length P (any finite values for ``"semilog"``).
         confidence: Confidence level of the slope interval.
+        scale: ``"log"`` (default) or ``"semilog"``.
+
+    Raises:
+        ValueError: On an unknown ``scale``.
 
     """
+    if scale not in ("log", "semilog"):
+        raise ValueError(f"unknown scale {scale!r}; choose 'log' or 'semilog'")
     w = np.asarray(widths, dtype=float)
     v = np.asarray(values, dtype=float)
-    ok = np.isfinite(v) & (v > 0) & (w > 0)
+    ok = np.isfinite(v) & (w > 0) & ((v > 0) if scale == "log" else True)
     w, v = w[ok], v[ok]
     if len(np.unique(w)) < 3:
         return _NAN_FIT
-    res = stats.linregress(np.log(w), np.log(v))
+    res = stats.linregress(np.log(w), np.log(v) if scale == "log" else v)
     half = stats.t.ppf(0.5 + confidence / 2, len(w) - 2) * res.stderr
     return RateFit(float(res.slope), float(res.intercept), float(res.slope - half),
                    float(res.slope + half), len(w))
 
 
-def extrapolate_width(fit: RateFit, tolerance: float, direction: str = "below") -> float:
+def extrapolate_width(fit: RateFit, tolerance: float, direction: str = "below",
+                      scale: str = "log") -> float:
     """The width at which the fitted line reaches ``tolerance``; NaN if it moves away from it.
 
-    Solves ``intercept + slope * log(w) = log(tolerance)``. For ``direction="below"`` a
-    negative slope is needed (the metric must decrease towards the tolerance), for ``"above"``
-    a positive one.
+    Solves ``intercept + slope * log(w) = log(tolerance)`` (``= tolerance`` for a
+    ``scale="semilog"`` fit from :func:`fit_rate`, where the tolerance may be zero or
+    negative). For ``direction="below"`` a negative slope is needed (the metric must decrease
+    towards the tolerance), for ``"above"`` a positive one. A fit so flat that the width
+    overflows a float (beyond ``e**709``) gives ``inf``.
     """
-    if not math.isfinite(fit.slope) or tolerance <= 0 or fit.slope == 0:
+    semilog = scale == "semilog"
+    if not math.isfinite(fit.slope) or (tolerance <= 0 and not semilog) or fit.slope == 0:
         return math.nan
     if (direction == "below") != (fit.slope < 0):
         return math.nan
-    return math.exp((math.log(tolerance) - fit.intercept) / fit.slope)
+    target = tolerance if semilog else math.log(tolerance)
+    log_width = (target - fit.intercept) / fit.slope
+    # A nearly flat fit reaches the tolerance only beyond any float width: report infinity.
+    return math.inf if log_width > 709.0 else math.exp(log_width)

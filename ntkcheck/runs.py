@@ -23,9 +23,11 @@ from typing import Any
 import pandas as pd
 
 from ntkcheck.claim import RECORD_COLUMNS, Claim, record_schema
+from ntkcheck.status import measured_mask
 from ntkcheck.verdict import ARCH_COLUMNS, WIDTH_COLUMNS, compute_verdicts
 
-__all__ = ["RECORD_KEY", "CLAIM_FIELDS", "Run", "RunError", "resolve_run", "load_run",
+__all__ = ["RECORD_KEY", "CLAIM_FIELDS", "Run", "RunError", "resolve_run", "resolve_runs",
+           "load_run",
            "merge_runs", "write_run", "read_embedded", "claim_status", "list_runs",
            "LIST_COLUMNS"]
 
@@ -172,6 +174,26 @@ def resolve_run(arg: str | Path, reports: str | Path = "reports") -> Path:
                    f"{hint}")
 
 
+def resolve_runs(args: Sequence[str | Path], reports: str | Path = "reports") -> list[Path]:
+    """Find the runs of several arguments; a folder of run folders stands for all of them.
+
+    A folder that is not a run but holds run folders (e.g. the ``--ntk-report`` folder of one
+    Slurm array job) expands to those runs, oldest first (its ``latest`` link is skipped).
+    A run named twice is listed once.
+
+    Raises:
+        RunError: An argument that names no run (see :func:`resolve_run`).
+
+    """
+    found: dict[Path, Path] = {}
+    for arg in args:
+        folder = Path(arg)
+        inner = _run_folders(folder) if folder.is_dir() and not _is_run(folder) else []
+        for path in inner or [resolve_run(arg, reports)]:
+            found.setdefault(path.resolve(), path)
+    return list(found.values())
+
+
 def read_embedded(report: Path) -> dict[str, Any]:
     """The JSON a ``report.html`` embeds, by name (``records``, ``verdicts``, ``meta``).
 
@@ -293,9 +315,12 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
             continue
         meta = run.meta
         outcomes = [str(c.get("outcome") or "") for c in run.claims.values()]
-        device = str(meta.get("device") or "")
+        used = (sorted({str(d) for d in run.records["device"].dropna()})
+                if "device" in run.records.columns else [])
+        device = (", ".join(used[:2]) + (", ..." if len(used) > 2 else "") if used
+                  else str(meta.get("device_resolved") or meta.get("device") or ""))
         gpus = meta.get("cuda_devices") or []
-        if gpus and device != "cpu":
+        if gpus and any(d.startswith("cuda") for d in used):
             device += f" ({gpus[0]}{f' x{len(gpus)}' if len(gpus) > 1 else ''})"
         rows.append({
             "run_id": folder.name,
@@ -420,11 +445,11 @@ def _failure_text(cid: str, claim: Mapping[str, Any], failing: pd.DataFrame) -> 
 def merge_runs(runs: Sequence[Run]) -> Run:
     """Merge runs into one: concatenate, validate and de-duplicate records; recompute verdicts.
 
-    Records sharing (claim_id, arch_id, width, seed) are duplicates: the first (in the order of
-    ``runs``) is kept. A claim's outcome is recomputed from the merged verdicts (``passed`` when
-    every architecture holds at the widest width), except that an ``error`` in any run stays
-    an error; its duration is the sum over runs. One run is returned with its records
-    validated and de-duplicated and its claims unchanged.
+    Records sharing (claim_id, arch_id, width, seed) are duplicates: the first measured one (in
+    the order of ``runs``) is kept, else the first. A claim's outcome is recomputed from the
+    merged verdicts (``passed`` when every architecture holds at the widest width), except
+    that an ``error`` in any run stays an error; its duration is the sum over runs. One run
+    is returned with its records validated and de-duplicated and its claims unchanged.
 
     Args:
         runs: The runs, at least one.
@@ -455,8 +480,12 @@ def merge_runs(runs: Sequence[Run]) -> Run:
         except Exception as exc:  # pandera SchemaError(s)
             raise RunError(f"records fail the record schema: {exc}") from None
         n = len(records)
-        records = records.drop_duplicates(subset=list(RECORD_KEY), keep="first")
-        records = records.reset_index(drop=True)
+        # A measured record beats an unmeasured one (e.g. out of memory on one machine) of the
+        # same unit; otherwise the first wins. The original order is kept.
+        first = records.assign(_unmeasured=~measured_mask(records)).sort_values(
+            "_unmeasured", kind="stable")
+        keep = first.drop_duplicates(subset=list(RECORD_KEY), keep="first").index
+        records = records.loc[sorted(keep)].reset_index(drop=True)
         duplicates = n - len(records)
     if len(runs) == 1:
         meta = dict(runs[0].meta)

@@ -6,7 +6,10 @@ smallest width from which it holds at every wider swept width, the log-log slope
 in width with its 95% interval (:func:`ntkcheck.metrics.fit_rate`, fitted on every seed's
 value), whether the predicted rate lies in that interval, and the width at which the fitted
 line reaches the tolerance (extrapolated when beyond the sweep). A claim test's pytest outcome
-is its verdict at the widest width swept, for every architecture.
+is its verdict at the widest width swept, for every architecture. A claim with a ``trend``
+(:class:`ntkcheck.claim.Claim`) holds at the widest width only when, in addition, the fitted
+slope's interval lies below (``"decreasing"``) or above (``"increasing"``) zero; with
+``scale="semilog"`` the fit is of the value, not its logarithm, against ``log(width)``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 
 from ntkcheck.claim import Claim
 from ntkcheck.metrics import extrapolate_width, fit_rate
+from ntkcheck.status import measured_only
 
 __all__ = ["width_verdicts", "arch_verdicts", "compute_verdicts", "WIDTH_COLUMNS",
            "ARCH_COLUMNS"]
@@ -32,13 +36,15 @@ def width_verdicts(records: pd.DataFrame, claims: Mapping[str, Claim]) -> pd.Dat
     """Mean, standard deviation and verdict per (claim, architecture, width).
 
     Args:
-        records: Records table with at least claim_id, arch_id, width, value.
+        records: Records table with at least claim_id, arch_id, width, value; rows that
+            were not measured (:mod:`ntkcheck.status`) are ignored.
         claims: Claim metadata by id; records of unknown claims raise KeyError.
 
     Returns:
         A DataFrame with :data:`WIDTH_COLUMNS`; ``std`` is NaN for a single seed.
 
     """
+    records = measured_only(records)
     if records.empty:
         return pd.DataFrame(columns=WIDTH_COLUMNS)
     g = records.groupby(["claim_id", "arch_id", "width"], sort=True)["value"]
@@ -51,8 +57,17 @@ def _fmt_width(w: float) -> str:
     return f"{w:.2g}" if w >= 1e5 else f"{w:,.0f}"
 
 
+def _trend_ok(claim: Claim, fit) -> bool | None:
+    """Whether the fitted slope's interval lies on the side ``claim.trend`` asks for."""
+    if claim.trend is None:
+        return None
+    if not (math.isfinite(fit.slope_low) and math.isfinite(fit.slope_high)):
+        return False
+    return fit.slope_high < 0 if claim.trend == "decreasing" else fit.slope_low > 0
+
+
 def _message(claim: Claim, widths: list[int], holds: list[bool], fit, extrap: float,
-             consistent: object) -> str:
+             consistent: object, trend_ok: bool | None = None) -> str:
     widest = widths[-1]
     holds_from = _holds_from(widths, holds)
     if all(holds):
@@ -69,12 +84,28 @@ def _message(claim: Claim, widths: list[int], holds: list[bool], fit, extrap: fl
             parts.append(f"extrapolated to hold at ~{_fmt_width(extrap)}")
         else:
             parts.append("the fitted trend moves away from the tolerance")
+    f = ".2f" if claim.scale == "log" else ".3g"
     if math.isfinite(fit.slope):
-        rate = (f"fitted slope {fit.slope:+.2f} [{fit.slope_low:+.2f}, {fit.slope_high:+.2f}]")
+        rate = f"fitted slope {fit.slope:+{f}}"
+        if math.isfinite(fit.slope_low) and math.isfinite(fit.slope_high):
+            rate += f" [{fit.slope_low:+{f}}, {fit.slope_high:+{f}}]"
+        else:  # e.g. identical values at every width: no spread, no interval
+            rate += " (no interval)"
+        if claim.scale == "semilog":
+            rate += " per e-fold of width"
         if claim.rate is not None:
             rate += f" vs predicted {claim.rate:+.2f}"
             rate += " (consistent)" if consistent else " (inconsistent)"
         parts.append(rate)
+    if claim.trend is not None:
+        side = "below" if claim.trend == "decreasing" else "above"
+        if trend_ok:
+            parts.append(f"{claim.trend}: the slope's interval lies {side} 0")
+        else:
+            why = ("no slope fitted (needs 3 widths)" if not math.isfinite(fit.slope)
+                   else f"the slope's interval does not lie {side} 0")
+            parts.insert(0, f"fails the trend test, not shown {claim.trend}: {why}")
+            parts[1] = "tolerance " + parts[1]
     return "; ".join(parts)
 
 
@@ -102,6 +133,7 @@ def arch_verdicts(records: pd.DataFrame, per_width: pd.DataFrame,
         without a fit.
 
     """
+    records = measured_only(records)
     rows = []
     for (cid, aid), wv in per_width.groupby(["claim_id", "arch_id"], sort=True):
         claim = claims[cid]
@@ -109,22 +141,25 @@ def arch_verdicts(records: pd.DataFrame, per_width: pd.DataFrame,
         widths = [int(w) for w in wv["width"]]
         holds = [bool(h) for h in wv["holds"]]
         rec = records[(records["claim_id"] == cid) & (records["arch_id"] == aid)]
-        fit = fit_rate(rec["width"].tolist(), rec["value"].tolist())
-        extrap = extrapolate_width(fit, claim.tolerance, claim.direction)
+        fit = fit_rate(rec["width"].tolist(), rec["value"].tolist(), scale=claim.scale)
+        extrap = extrapolate_width(fit, claim.tolerance, claim.direction, scale=claim.scale)
+        trend_ok = _trend_ok(claim, fit)
         consistent: object = None
         if claim.rate is not None and math.isfinite(fit.slope):
             slack = 1e-9  # round-off of a zero-width interval (noise-free power law)
             consistent = bool(fit.slope_low - slack <= claim.rate <= fit.slope_high + slack)
         holds_from = _holds_from(widths, holds)
+        if trend_ok is False:  # a claimed trend that the sweep does not show fails the claim
+            holds_from = None
         rows.append({
             "claim_id": cid, "arch_id": aid, "widest_width": widths[-1],
-            "holds_at_widest": holds[-1],
+            "holds_at_widest": holds[-1] and trend_ok is not False,
             "holds_from_width": float(holds_from) if holds_from is not None else math.nan,
             "slope": fit.slope, "slope_low": fit.slope_low, "slope_high": fit.slope_high,
             "intercept": fit.intercept,
             "predicted_rate": claim.rate if claim.rate is not None else math.nan,
             "rate_consistent": consistent, "extrapolated_width": extrap,
-            "message": _message(claim, widths, holds, fit, extrap, consistent),
+            "message": _message(claim, widths, holds, fit, extrap, consistent, trend_ok),
         })
     return pd.DataFrame(rows, columns=ARCH_COLUMNS)
 

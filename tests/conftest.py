@@ -14,11 +14,19 @@ import torch  # noqa: F401
 
 import ntkcheck.arch  # noqa: F401
 import ntkcheck.claim  # noqa: F401
+import ntkcheck.cli  # noqa: F401
+import ntkcheck.compare  # noqa: F401
 import ntkcheck.data  # noqa: F401
 import ntkcheck.devices  # noqa: F401
+import ntkcheck.export  # noqa: F401
 import ntkcheck.kernels  # noqa: F401
+import ntkcheck.numerics  # noqa: F401
 import ntkcheck.plugin  # noqa: F401
 import ntkcheck.report  # noqa: F401
+import ntkcheck.runs  # noqa: F401
+import ntkcheck.runtime  # noqa: F401
+import ntkcheck.seeding  # noqa: F401
+import ntkcheck.status  # noqa: F401
 import ntkcheck.strategies  # noqa: F401
 import ntkcheck.sweep  # noqa: F401
 import ntkcheck.train  # noqa: F401

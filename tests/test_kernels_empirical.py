@@ -5,7 +5,12 @@ import torch
 from torch import nn
 
 from ntkcheck.arch import ArchSpec
-from ntkcheck.kernels import KernelMemoryError, TrainModeError, empirical_ntk
+from ntkcheck.kernels import (
+    KernelMemoryError,
+    TrainModeError,
+    empirical_ntk,
+    plan_empirical_ntk,
+)
 
 IMPLS = ("jacobian", "ntvp", "structured")
 
@@ -217,3 +222,58 @@ def test_invalid_arguments(data):
         empirical_ntk(model, x1, output="sum")
     with pytest.raises(ValueError, match="batch_size"):
         empirical_ntk(model, x1, batch_size=0)
+
+
+def test_auto_plan_prefers_structured_for_wide_networks(data):
+    x1, _ = data
+    model = ArchSpec(depth=2).with_width(512).build(seed=0, input_shape=(3, 4), out_features=4)
+    plan = plan_empirical_ntk(model, x1, output="full")
+    assert plan.implementation == "structured"
+    assert plan.structured_layers == ["1", "3", "5"]
+    n_params = sum(p.numel() for p in model.parameters())
+    # The Jacobian alone is N * O * P float64 numbers; structured needs far less.
+    assert plan.estimated_bytes["jacobian"] >= 5 * 4 * n_params * 8
+    assert plan.estimated_bytes["structured"] < plan.estimated_bytes["jacobian"] / 10
+    assert plan.estimated_flops["structured"] < plan.estimated_flops["jacobian"]
+
+
+def test_plan_lists_fallback_modules():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10), Gate(10), nn.Linear(10, 2)).double()
+    plan = plan_empirical_ntk(model.eval(), torch.zeros(2, 3, 4, dtype=torch.float64))
+    assert plan.structured_layers == ["1", "3"]
+
+
+class Twice(nn.Module):
+    """The same linear layer applied twice (weight sharing): structured must fall back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(12, 6)
+        self.shared = nn.Linear(6, 6)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x.flatten(1)))
+        return self.out(torch.tanh(self.shared(torch.tanh(self.shared(h)))))
+
+
+def test_weight_sharing_and_strided_convolutions(data, images):
+    torch.manual_seed(0)
+    twice = Twice().double().eval()
+    x1, x2 = data
+    expected = brute_force_ntk(twice, x1, x2)
+    assert plan_empirical_ntk(twice, x1).structured_layers == ["inp", "out"]
+    assert rel(empirical_ntk(twice, x1, x2, implementation="structured", output="full"),
+               expected) < 1e-10
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Tanh(),
+                         nn.Conv2d(3, 4, (3, 2), dilation=(1, 2), padding=(1, 0)), nn.Flatten(),
+                         nn.LazyLinear(2)).double()
+    i1, i2 = images
+    conv(i1)  # materialize the lazy layer
+    conv.eval()
+    assert plan_empirical_ntk(conv, i1).structured_layers == ["0", "2", "4"]
+    expected = brute_force_ntk(conv, i1, i2)
+    for output in ("full", "trace"):
+        got = empirical_ntk(conv, i1, i2, implementation="structured", output=output)
+        ref = expected if output == "full" else expected.diagonal(dim1=2, dim2=3).sum(-1)
+        assert rel(got, ref) < 1e-10

@@ -51,3 +51,10 @@ def test_relative_frobenius_error():
         relative_frobenius_error(a, torch.eye(2))
     with pytest.raises(ValueError, match="all zeros"):
         relative_frobenius_error(a, torch.zeros(3, 3))
+
+
+def test_extrapolate_width_of_a_nearly_flat_fit_is_infinite():
+    from ntkcheck.metrics import RateFit
+
+    flat = RateFit(slope=-1e-6, intercept=0.0, slope_low=-1e-5, slope_high=1e-5, n=12)
+    assert extrapolate_width(flat, 0.1) == math.inf

@@ -8,16 +8,18 @@
 from ntkcheck.kernels._memory import KernelMemoryError
 from ntkcheck.kernels.analytic import Kernels, analytic_kernels, mlp_kernels
 from ntkcheck.kernels.duals import get_dual
-from ntkcheck.kernels.empirical import TrainModeError, empirical_ntk
+from ntkcheck.kernels.empirical import Plan, TrainModeError, empirical_ntk, plan_empirical_ntk
 from ntkcheck.kernels.monte_carlo import monte_carlo_ntk
 
 __all__ = [
     "KernelMemoryError",
     "Kernels",
+    "Plan",
     "TrainModeError",
     "analytic_kernels",
     "empirical_ntk",
     "get_dual",
     "mlp_kernels",
     "monte_carlo_ntk",
+    "plan_empirical_ntk",
 ]

@@ -60,18 +60,13 @@ class LayerInfo:
 def _dense_classes() -> tuple[type, ...]:
     from ntkcheck import arch
 
-    return tuple(c for c in (nn.Linear, getattr(arch, "Dense", None)) if c is not None)
+    return (nn.Linear, arch.Dense)
 
 
 def _conv_classes() -> tuple[type, ...]:
     from ntkcheck import arch
 
-    classes = [nn.Conv2d]
-    for name in ("Conv2d", "Conv", "ConvLayer", "Conv2D"):
-        cls = getattr(arch, name, None)
-        if isinstance(cls, type) and issubclass(cls, nn.Module) and cls not in classes:
-            classes.append(cls)
-    return tuple(classes)
+    return (nn.Conv2d, arch.Conv)
 
 
 def _owns_forward(module: nn.Module, classes: tuple[type, ...]) -> type | None:
@@ -84,14 +79,10 @@ def _owns_forward(module: nn.Module, classes: tuple[type, ...]) -> type | None:
 
 def _conv_unfold_kwargs(module: nn.Module) -> dict | None:
     """``F.unfold`` arguments reproducing ``module``'s convolution, or None if unsupported."""
-    inner = module if isinstance(module, nn.Conv2d) else getattr(module, "conv", None)
-    src = inner if isinstance(inner, nn.Conv2d) else module
     try:
-        groups = getattr(src, "groups", 1)
-        padding_mode = getattr(src, "padding_mode", "zeros")
-        padding = src.padding
-        kwargs = dict(kernel_size=tuple(src.kernel_size), dilation=tuple(src.dilation),
-                      stride=tuple(src.stride))
+        groups, padding_mode, padding = module.groups, module.padding_mode, module.padding
+        kwargs = dict(kernel_size=tuple(module.kernel_size), dilation=tuple(module.dilation),
+                      stride=tuple(module.stride))
     except AttributeError:
         return None
     if groups != 1 or padding_mode != "zeros":
@@ -107,10 +98,11 @@ def _conv_unfold_kwargs(module: nn.Module) -> dict | None:
 def supported_layers(model: nn.Module) -> dict[str, LayerInfo]:
     """Modules whose parameters the structured implementation handles without a Jacobian.
 
-    A module qualifies if it is an ``nn.Linear``, ``nn.Conv2d`` (zero padding, one group) or one
-    of the layers of :mod:`ntkcheck.arch` with ``weight_multiplier``/``bias_multiplier``
-    attributes, uses its class's own ``forward``, has no parameters besides ``weight`` and
-    ``bias``, and shares none of them with another module. Call counts are checked separately.
+    A module qualifies if it is an ``nn.Linear``, ``nn.Conv2d`` (zero padding, one group, no
+    string padding other than ``"valid"``) or an :class:`ntkcheck.arch.Dense` /
+    :class:`ntkcheck.arch.Conv` (whose ``weight_multiplier``/``bias_multiplier`` are read),
+    uses its class's own ``forward``, has no parameters besides ``weight`` and ``bias``, and
+    shares none of them with another module. Call counts are checked separately.
 
     Args:
         model: The network.

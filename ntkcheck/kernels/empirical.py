@@ -105,13 +105,10 @@ def _probe(
                     p = out[0, 0].numel()
                     layer_cost[name] = ("conv2d", p, w[0].numel(), out.shape[1], out.shape[1])
                     stats["macs"] += p * w.numel()
-            elif isinstance(mod, (nn.Linear, nn.Conv2d)) or hasattr(mod, "weight"):
-                w = getattr(mod, "weight", None)
-                stats["macs"] += (w.numel() if isinstance(w, torch.Tensor) else 0) * max(
-                    1, out.numel() // max(1, out.shape[-1] if out.dim() > 1 else 1)
+            else:  # elementwise work, plus one use of each own parameter
+                stats["macs"] += out.numel() + sum(
+                    p.numel() for p in mod.parameters(recurse=False)
                 )
-            else:
-                stats["macs"] += out.numel()
 
         handles.append(m.register_forward_hook(hook))
     try:
@@ -165,9 +162,9 @@ class _Jacobian(_Impl):
         return total
 
     def memory_elems(self, b1, b2, reuse):
-        # Stored Jacobians of both blocks plus one block being built, and its backward pass.
+        # Stored Jacobians of both blocks and the backward pass of one block.
         p = self.probe
-        stored = (b1 + (0 if reuse else b2) + max(b1, b2)) * p.n_out * p.n_params
+        stored = (b1 + (0 if reuse else b2)) * p.n_out * p.n_params
         return stored + max(b1, b2) * p.n_out * p.activations
 
     def flops(self, n1, n2, nb1):
@@ -200,7 +197,7 @@ class _NTVP(_Impl):
     def memory_elems(self, b1, b2, reuse):
         p = self.probe
         per_col = 3 * p.n_params + 3 * b1 * p.activations + b1 * p.n_out
-        return min(b2 * p.n_out, 64) * per_col + b2 * p.activations + b1 * b2 * p.n_out**2
+        return self.chunk(b1, b2) * per_col + b2 * p.activations + b1 * b2 * p.n_out**2
 
     def flops(self, n1, n2, nb1):
         p = self.probe
@@ -267,6 +264,106 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+@dataclass
+class Plan:
+    """How :func:`empirical_ntk` will compute a kernel.
+
+    Attributes:
+        implementation: The implementation chosen (``"auto"`` resolved).
+        estimated_bytes: Estimated peak memory of each implementation, in bytes.
+        estimated_flops: Estimated floating-point work of each implementation.
+        structured_layers: Qualified names of the layers the structured implementation handles
+            from Gram products (other parameters fall back to Jacobian contraction).
+    """
+
+    implementation: str
+    estimated_bytes: dict[str, float]
+    estimated_flops: dict[str, float]
+    structured_layers: list[str]
+
+
+@dataclass
+class _Setup:
+    impl: _Impl
+    plan: Plan
+    x1: torch.Tensor
+    x2: torch.Tensor
+    symmetric: bool
+    n_out: int
+    b1: int
+    b2: int
+
+
+def _setup(model, x1, x2, implementation, output, batch_size) -> _Setup:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown implementation {implementation!r}; choose one of "
+                         f"{IMPLEMENTATIONS}")
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; choose one of {OUTPUTS}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_eval_mode(model)
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    if not params:
+        raise ValueError("the model has no parameters with requires_grad=True; its NTK is zero")
+    ref = next(iter(params.values()))
+    dtype, device = ref.dtype, ref.device
+    symmetric = x2 is None
+    x1 = torch.as_tensor(x1).to(device=device, dtype=dtype)
+    x2 = x1 if symmetric else torch.as_tensor(x2).to(device=device, dtype=dtype)
+    if x1.dim() < 1 or x1.shape[1:] != x2.shape[1:] or x1.shape[0] == 0 or x2.shape[0] == 0:
+        raise ValueError(f"x1 and x2 must be non-empty batches of inputs of one shape, got "
+                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
+
+    candidates = _structured.supported_layers(model)
+    probe = _probe(model, x1, candidates)
+    layers = {k: v for k, v in candidates.items() if probe.calls.get(k, 0) == 1}
+    n1, n2 = x1.shape[0], x2.shape[0]
+    b1, b2 = min(n1, batch_size or n1), min(n2, batch_size or n2)
+    nb1 = math.ceil(n1 / b1)
+    impls: dict[str, _Impl] = {
+        "jacobian": _Jacobian(model, params, probe, output),
+        "ntvp": _NTVP(model, params, probe, output),
+        "structured": _Structured(model, params, probe, output, layers),
+    }
+    itemsize = ref.element_size()
+    result_bytes = n1 * n2 * _out_elems(probe.n_out, output) * itemsize
+
+    def need(impl: _Impl) -> float:
+        return result_bytes + itemsize * impl.memory_elems(b1, b2, symmetric and nb1 == 1)
+
+    if implementation == "auto":
+        free = available_memory_bytes(device)
+        fits = [i for i in impls.values() if free is None or need(i) <= free]
+        pool = fits or list(impls.values())
+        impl = min(pool, key=lambda i: i.flops(n1, n2, nb1))
+    else:
+        impl = impls[implementation]
+    plan = Plan(impl.name, {k: need(v) for k, v in impls.items()},
+                {k: v.flops(n1, n2, nb1) for k, v in impls.items()}, list(layers))
+    check_memory(need(impl), device,
+                 f"empirical_ntk(implementation={impl.name!r}) on {n1}x{n2} inputs "
+                 f"(blocks of {b1}x{b2}, {probe.n_params} parameters, {probe.n_out} outputs)")
+    return _Setup(impl, plan, x1, x2, symmetric, probe.n_out, b1, b2)
+
+
+def plan_empirical_ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    implementation: str = "auto",
+    output: str = "trace",
+    batch_size: int | None = None,
+) -> Plan:
+    """The :class:`Plan` :func:`empirical_ntk` follows for these arguments, without computing.
+
+    Arguments and errors are those of :func:`empirical_ntk` (one forward pass on one input is
+    run to measure layer sizes).
+    """
+    return _setup(model, x1, x2, implementation, output, batch_size).plan
+
+
 def empirical_ntk(
     model: nn.Module,
     x1: torch.Tensor,
@@ -319,56 +416,12 @@ def empirical_ntk(
             the estimate in GiB and suggests ``batch_size`` or a smaller width).
 
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown implementation {implementation!r}; choose one of "
-                         f"{IMPLEMENTATIONS}")
-    if output not in OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; choose one of {OUTPUTS}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    check_eval_mode(model)
-    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-    if not params:
-        raise ValueError("the model has no parameters with requires_grad=True; its NTK is zero")
-    ref = next(iter(params.values()))
-    dtype, device = ref.dtype, ref.device
-    symmetric = x2 is None
-    x1 = torch.as_tensor(x1).to(device=device, dtype=dtype)
-    x2 = x1 if symmetric else torch.as_tensor(x2).to(device=device, dtype=dtype)
-    if x1.dim() < 1 or x1.shape[1:] != x2.shape[1:] or x1.shape[0] == 0 or x2.shape[0] == 0:
-        raise ValueError(f"x1 and x2 must be non-empty batches of inputs of one shape, got "
-                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
-
-    candidates = _structured.supported_layers(model)
-    probe = _probe(model, x1, candidates)
-    layers = {k: v for k, v in candidates.items() if probe.calls.get(k, 0) == 1}
-    n1, n2 = x1.shape[0], x2.shape[0]
-    b1, b2 = min(n1, batch_size or n1), min(n2, batch_size or n2)
-    nb1 = math.ceil(n1 / b1)
-    impls: dict[str, _Impl] = {
-        "jacobian": _Jacobian(model, params, probe, output),
-        "ntvp": _NTVP(model, params, probe, output),
-        "structured": _Structured(model, params, probe, output, layers),
-    }
-    itemsize = ref.element_size()
-    result_bytes = n1 * n2 * _out_elems(probe.n_out, output) * itemsize
-
-    def need(impl: _Impl) -> float:
-        return result_bytes + itemsize * impl.memory_elems(b1, b2, symmetric and nb1 == 1)
-
-    if implementation == "auto":
-        free = available_memory_bytes(device)
-        fits = [i for i in impls.values() if free is None or need(i) <= free]
-        pool = fits or list(impls.values())
-        impl = min(pool, key=lambda i: i.flops(n1, n2, nb1))
-    else:
-        impl = impls[implementation]
-    check_memory(need(impl), device,
-                 f"empirical_ntk(implementation={impl.name!r}) on {n1}x{n2} inputs "
-                 f"(blocks of {b1}x{b2}, {probe.n_params} parameters, {probe.n_out} outputs)")
-
-    shape = {"full": (n1, n2, probe.n_out, probe.n_out), "trace": (n1, n2),
-             "diagonal": (n1, n2, probe.n_out)}[output]
+    st = _setup(model, x1, x2, implementation, output, batch_size)
+    impl, x1, x2, symmetric = st.impl, st.x1, st.x2, st.symmetric
+    n1, n2, b1, b2 = x1.shape[0], x2.shape[0], st.b1, st.b2
+    dtype, device = x1.dtype, x1.device
+    shape = {"full": (n1, n2, st.n_out, st.n_out), "trace": (n1, n2),
+             "diagonal": (n1, n2, st.n_out)}[output]
     result = torch.empty(shape, dtype=dtype, device=device)
     blocks1, blocks2 = _blocks(n1, b1), _blocks(n2, b2)
     for i, (s1, e1) in enumerate(blocks1):

@@ -54,7 +54,10 @@ def _status(holds: Any) -> str:
     return "holds" if bool(holds) else "fails"
 
 
-def _cell(verdict: Mapping[str, Any] | None, rec_values: pd.Series | None) -> GridCell:
+def _cell(verdict: Mapping[str, Any] | None, rec_values: pd.Series | None,
+          not_measured: str = "") -> GridCell:
+    if verdict is None and not_measured:
+        return GridCell("missing", not_measured, not_measured)
     if verdict is not None:
         n = verdict.get("n")
         title = f"mean {fmt.sig(verdict.get('mean'), 4)}"
@@ -64,11 +67,32 @@ def _cell(verdict: Mapping[str, Any] | None, rec_values: pd.Series | None) -> Gr
             title += f", {int(n)} seed{'s' if int(n) != 1 else ''}"
         status = _status(verdict.get("holds"))
         title += {"holds": ": holds", "fails": ": fails", "missing": ": not judged"}[status]
+        if not_measured:
+            title += f"; other seeds {not_measured}"
         return GridCell(status, fmt.sig(verdict.get("mean"), 3), title)
     if rec_values is not None and len(rec_values):
         mean = pd.to_numeric(rec_values, errors="coerce").mean()
         return GridCell("missing", fmt.sig(mean, 3), "measured but not judged")
     return GridCell("missing", "", "not measured")
+
+
+def _not_measured(records: pd.DataFrame) -> dict[tuple[str, str, int], str]:
+    """``"not measured: <reason>"`` per (claim, architecture, width) with unmeasured units."""
+    if not len(records) or "status" not in records.columns:
+        return {}
+    from ntkcheck.status import label, measured_mask
+
+    rec = records[~measured_mask(records)]
+    w = pd.to_numeric(rec["width"], errors="coerce")
+    rec = rec[w.notna()]
+    out: dict[tuple[str, str, int], str] = {}
+    for c, a, width, status in zip(rec["claim_id"].astype(str), rec["arch_id"].astype(str),
+                                   w[w.notna()].astype(int), rec["status"].astype(str)):
+        text = label(status)
+        key = (c, a, int(width))
+        if text not in out.get(key, ""):
+            out[key] = f"{out[key]}, {text}" if key in out else text
+    return out
 
 
 def build_grid(
@@ -115,6 +139,7 @@ def build_grid(
         keys = [rec["claim_id"].astype(str), rec["arch_id"].astype(str), w[w.notna()].astype(int)]
         for key, group in rec.groupby(keys, sort=False)["value"]:
             rec_groups[key] = group
+    not_measured = _not_measured(records)
 
     pairs = ordered_unique(
         [(c, a) for c, a, _ in wv] + list(av) + [(c, a) for c, a, _ in rec_groups]
@@ -130,7 +155,9 @@ def build_grid(
             continue
         for arch in archs:
             cells = [
-                _cell(wv.get((claim, arch, w)), rec_groups.get((claim, arch, w))) for w in widths
+                _cell(wv.get((claim, arch, w)), rec_groups.get((claim, arch, w)),
+                      not_measured.get((claim, arch, w), ""))
+                for w in widths
             ]
             verdict_row = av.get((claim, arch))
             if verdict_row is None:

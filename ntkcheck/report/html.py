@@ -94,11 +94,13 @@ def build_html(
         "run_id": fmt.meta_value(meta.get("run_id")),
         "profile": fmt.meta_value(meta.get("profile")),
         "date": fmt.date(meta.get("started")),
-        "device": fmt.meta_value(meta.get("device")),
+        "device": fmt.meta_value(meta.get("device_resolved") or meta.get("device")),
         "duration": ""
         if fmt.is_missing(meta.get("duration_s"))
         else fmt.sig(meta["duration_s"], 3),
         "interrupted": bool(meta.get("interrupted")),
+        "merged_from": list(meta.get("merged_from") or []),
+        "shards_missing": [str(x) for x in meta.get("shards_missing") or []],
         "schema_error": ""
         if fmt.is_missing(meta.get("schema_error"))
         else str(meta["schema_error"]),

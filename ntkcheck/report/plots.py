@@ -12,7 +12,7 @@ import io
 import math
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import matplotlib as mpl
@@ -150,6 +150,16 @@ def _draw_series(ax, s: PlotSeries, color: str, log_y: bool, rate, point_idx) ->
             label += f" [{sig(s.slope_low, 3)}, {sig(s.slope_high, 3)}]"
         y = np.exp(s.intercept + s.slope * np.log(x))
         ax.plot(x, y, ls="--", lw=1.1, color=color, label=label)
+        if _finite(s.slope_low) and _finite(s.slope_high):
+            # The slope's 95% interval as a band pivoting where the fit is pinned: at the mean
+            # log width of the fitted points, through the fitted line.
+            xs = np.geomspace(uw[0], uw[-1], 16)
+            centre = float(np.log(w[v > 0]).mean())
+            y0 = s.intercept + s.slope * centre
+            lo = y0 + s.slope_low * (np.log(xs) - centre)
+            hi = y0 + s.slope_high * (np.log(xs) - centre)
+            ax.fill_between(xs, np.exp(np.minimum(lo, hi)), np.exp(np.maximum(lo, hi)),
+                            color=color, alpha=0.1, lw=0)
     if log_y and uw.size >= 2 and _finite(rate) and mean[0] > 0:
         x = np.array([uw[0], uw[-1]])
         ax.plot(x, mean[0] * (x / uw[0]) ** rate, ls=":", lw=1.3, color=color, alpha=0.9)
@@ -167,13 +177,15 @@ def svg_loglog(
     title: str = "",
     salt: str = "ntkcheck",
     max_points: int = MAX_POINTS,
+    xtick_format: Callable[[float], str] | None = None,
 ) -> str:
     """Plot a metric against width on log-log axes and return inline SVG.
 
     Per series: the per-seed values as small points, the mean per width as a
     line with markers over a band spanning the seeds' min..max, the fitted
     power law as a dashed line (slope and interval in the legend) and the
-    predicted slope as a dotted line anchored at the first width's mean. The
+    predicted slope as a dotted line anchored at the first width's mean, and the fitted slope's
+    95% interval as a faint band around the fitted line. The
     tolerance is a horizontal line. On the log y axis, nonpositive values,
     means and bands are not drawn (the means still include every value);
     when no value is positive the y axis is linear and no fit or predicted
@@ -190,6 +202,8 @@ def svg_loglog(
         salt: Salt for the SVG element ids; give each plot in a page its own
             so ids stay unique when several SVGs are inlined.
         max_points: Most per-seed points drawn over all series.
+        xtick_format: Formats the x tick labels when they are the data's x values (at most
+            12 distinct); default ``f"{x:g}"``.
 
     Returns:
         The ``<svg>...</svg>`` element, without XML prologue or metadata.
@@ -222,7 +236,8 @@ def svg_loglog(
         widths = np.unique(all_w[np.isfinite(all_w) & (all_w > 0)])
         if 0 < widths.size <= 12:
             ax.xaxis.set_major_locator(FixedLocator(widths))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+            tick = xtick_format or (lambda x: f"{x:g}")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: tick(x)))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(_plain(xlabel))
         ax.set_ylabel(textwrap.fill(_plain(ylabel), 45))

@@ -1,4 +1,4 @@
-"""Per-claim sections: the claim's description, its fit table and its plot."""
+"""Per-claim sections: the claim's description, its fit table and its plots."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ class ClaimSection:
     fits: list[ArchFit] = field(default_factory=list)
     plot_svg: str = ""
     plot_note: str = ""
+    depth_plot_svg: str = ""
+    depths: str = ""
 
 
 def _text(x: Any) -> str:
@@ -157,6 +159,50 @@ def _plot(
     return svg, note
 
 
+def _depth_plot(
+    claim_id: str, claim: Mapping[str, Any], records: pd.DataFrame, colors: Mapping[str, str]
+) -> tuple[str, str]:
+    """Return ``(svg, depths)``: the metric against depth / width, when depth varies.
+
+    Hanin & Nica (2019) show that at finite width the NTK's fluctuations are governed by the
+    ratio depth / width rather than by width alone, so a claim swept over several depths is
+    also plotted against that ratio. ``("", "")`` when the records have fewer than two depths.
+    """
+    if not len(records):
+        return "", ""
+    depth = pd.to_numeric(records["depth"], errors="coerce")
+    width = pd.to_numeric(records["width"], errors="coerce")
+    values = pd.to_numeric(records["value"], errors="coerce")
+    ok = (depth > 0) & (width > 0)
+    distinct = sorted({int(d) for d in depth[ok]})
+    if len(distinct) < 2:
+        return "", ""
+    ratio = depth / width
+    arch = records["arch_id"].astype(str)
+    series = []
+    for a in sorted(arch[ok].unique()):
+        mask = ((arch == a) & ok).to_numpy()
+        series.append(
+            PlotSeries(
+                label=a,
+                widths=ratio[mask].to_numpy(dtype=float),
+                values=values[mask].to_numpy(dtype=float),
+                color=colors.get(a),
+            )
+        )
+    units = _text(claim.get("units"))
+    metric = _text(claim.get("metric")) or "value"
+    svg = svg_loglog(
+        series,
+        tolerance=_float(claim.get("tolerance")),
+        xlabel="depth / width",
+        ylabel=f"{metric} [{units}]" if units else metric,
+        salt=f"ntk-depth-{claim_id}",
+        xtick_format=lambda x: fmt.sig(x, 2),
+    )
+    return svg, ", ".join(str(d) for d in distinct)
+
+
 def build_section(
     claim_id: str,
     claim: Mapping[str, Any] | None,
@@ -189,6 +235,7 @@ def build_section(
         lines = longrepr.splitlines()
         head, more = "\n".join(lines[:LONGREPR_LINES]), max(0, len(lines) - LONGREPR_LINES)
     svg, note = _plot(claim_id, claim, records, fits_by_arch, colors)
+    depth_svg, depths = _depth_plot(claim_id, claim, records, colors)
     duration = claim.get("duration_s")
     return ClaimSection(
         id=claim_id,
@@ -209,4 +256,6 @@ def build_section(
         fits=fits,
         plot_svg=svg,
         plot_note=note,
+        depth_plot_svg=depth_svg,
+        depths=depths,
     )

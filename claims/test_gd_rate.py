@@ -1,0 +1,139 @@
+"""Gradient descent on a wide network converges at the rate the NTK's spectrum sets.
+
+In the kernel regime, full-batch GD on the MSE (1/(2N) convention, learning rate ``lr``)
+evolves the training residual ``r_k = f_k(X) - Y`` as ``r_{k+1} = (I - lr Theta / N) r_k``
+(Du et al. 2018, "Gradient descent provably optimizes over-parameterized neural networks",
+Sec. 4, eq. 6 and Thm 4.1, whose linear convergence rate is set by ``lambda_min`` of the NTK
+Gram; Lee et al. 2019, eq. 9). Two claims:
+
+* ``gd-rate``: along the eigenvector of ``lambda_min`` of the network's NTK Gram at
+  initialization the residual contracts by ``1 - lr lambda_min / N`` per step. The targets are
+  ``Y = f_0(X) - sqrt(N) v_min`` (digits inputs), so the initial residual lies along that
+  direction with unit size per example; the metric is the relative error of the measured rate
+  ``-log(||r_K|| / ||r_0||) / K`` against ``-log(1 - lr lambda_min / N)``. Only the NTK's
+  movement during training can change the rate, O(1/width) for a smooth activation (Dyer &
+  Gur-Ari 2020), amplified by ``lambda_max / lambda_min``; the drawn activations are smooth, as
+  Lee et al. 2019 (Thm 2.1) assume. The practical setting (a separate test) is ReLU, the
+  activation networks use, not smooth: its NTK moves along the slowest direction much more.
+* ``gd-stable-lr``: the largest learning rate at which the loss never rises above its initial
+  value is ``2N / lambda_max`` (the top residual mode is multiplied by ``1 - lr lambda_max /
+  N``). Targets ``Y = f_0(X) - sqrt(N) v_max`` of the *analytic* NTK Gram; the rate is found by
+  bisection; the metric is ``|lr* lambda_max / (2N) - 1|``. The network's own ``lambda_max``
+  fluctuates by O(width^-1/2) around the analytic one (slope -1/2). Recorded as well: whether
+  training at 1.5x that limit still converges within the step budget, which theory for the
+  kernel regime excludes and the catapult mechanism of finite networks allows (Lewkowycz et
+  al. 2020, "The large learning rate phase of deep learning").
+"""
+
+import math
+
+import pytest
+import torch
+from hypothesis import example, given
+
+from ntkcheck import strategies
+from ntkcheck.arch import ArchSpec
+from ntkcheck.kernels import analytic_kernels, empirical_ntk
+from ntkcheck.train import train
+
+#: Bisection steps for the largest stable learning rate, on [0.5, 1.5] x 2N / lambda_max.
+BISECTIONS = 10
+#: Multiple of 2N / lambda_max at which convergence through the catapult is recorded.
+CATAPULT = 1.5
+
+SMOOTH = strategies.mlps(min_depth=1, max_depth=1, activations=("erf", "tanh"),
+                         parametrizations=("ntk",), biases=(True,))
+
+
+def _rate_error(spec, width, init, x, lr, steps, device) -> tuple[float, float]:
+    net = spec.with_width(width).build(seed=init, input_shape=tuple(x.shape[1:]),
+                                       device=device)
+    lam, vec = torch.linalg.eigh(empirical_ntk(net, x))
+    n = len(x)
+    with torch.no_grad():
+        y = net(x) - math.sqrt(n) * vec[:, :1]
+    losses = train(net, x, y, lr=lr, steps=steps).losses
+    measured = -0.5 * math.log(losses[-1] / losses[0]) / steps
+    predicted = -math.log(1 - lr * float(lam[0]) / n)
+    return abs(measured / predicted - 1), float(lam[0])
+
+
+def _sweep_rate(spec, sweep, device, measure, digits, ntk_profile):
+    x = digits.x
+    lam = torch.linalg.eigvalsh(analytic_kernels(spec, x).ntk)
+    lr = len(x) / float(lam[-1])  # contracts the top mode in one step; stable below 2x
+    for width, seed in sweep:
+        init = measure.seed(spec, width=width, seed=seed)
+        err, lam_min = _rate_error(spec, width, init, x, lr, ntk_profile.train_steps, device)
+        measure(spec, width=width, seed=seed, value=err, lam_min=lam_min,
+                lam_min_analytic=float(lam[0]), lr=lr)
+
+
+RATE = dict(
+    id="gd-rate",
+    statement="GD on the MSE contracts the residual along the slowest NTK eigendirection by "
+              "1 - lr λ_min / N per step",
+    source="Du et al. 2018, Thm 4.1; Lee et al. 2019, eq. 9",
+    metric="|measured / predicted - 1| of the per-step log-contraction along v_min of the "
+           "NTK Gram at init (digits)",
+    tolerance=0.1,
+    rate=-1.0,
+)
+
+
+@pytest.mark.claim(**RATE)
+@given(spec=SMOOTH)
+@example(spec=ArchSpec(depth=1, activation="erf"))
+def test_gd_rate(spec, sweep, device, measure, digits, ntk_profile):
+    _sweep_rate(spec, sweep, device, measure, digits, ntk_profile)
+
+
+@pytest.mark.claim(**RATE)
+def test_gd_rate_practical(sweep, device, measure, digits, ntk_profile):
+    _sweep_rate(ArchSpec(depth=1, activation="relu"), sweep, device, measure, digits,
+                ntk_profile)
+
+
+def _stable(spec, width, init, x, y, lr, steps, device, factor) -> bool:
+    net = spec.with_width(width).build(seed=init, input_shape=tuple(x.shape[1:]),
+                                       device=device)
+    result = train(net, x, y, lr=lr, steps=steps, diverge_factor=factor,
+                   raise_on_divergence=False)
+    return not result.diverged and result.losses[-1] <= result.losses[0]
+
+
+@pytest.mark.claim(
+    id="gd-stable-lr",
+    statement="The largest learning rate at which GD on the MSE never increases the loss is "
+              "2N / λ_max of the NTK Gram",
+    source="Lee et al. 2019, eq. 9 (kernel regime); Lewkowycz et al. 2020 (catapult above it)",
+    metric="|lr* λ_max / (2N) - 1|, lr* by bisection; residual along the top eigenvector of "
+           "the analytic NTK Gram (digits)",
+    tolerance=0.05,
+    rate=-0.5,
+)
+@given(spec=SMOOTH)
+@example(spec=ArchSpec(depth=1, activation="erf"))
+@example(spec=ArchSpec(depth=1, activation="relu"))
+def test_gd_stable_lr(spec, sweep, device, measure, digits, ntk_profile):
+    x, n, steps = digits.x, len(digits.x), ntk_profile.train_steps
+    lam, vec = torch.linalg.eigh(analytic_kernels(spec, x).ntk)
+    limit = 2 * n / float(lam[-1])
+    for width, seed in sweep:
+        init = measure.seed(spec, width=width, seed=seed)
+        net = spec.with_width(width).build(seed=init, input_shape=digits.input_shape,
+                                           device=device)
+        with torch.no_grad():
+            y = net(x) - math.sqrt(n) * vec[:, -1:]
+        lo, hi = 0.5, 1.5
+        for _ in range(BISECTIONS):
+            mid = (lo + hi) / 2
+            if _stable(spec, width, init, x, y, mid * limit, steps, device, factor=1.0):
+                lo = mid
+            else:
+                hi = mid
+        critical = (lo + hi) / 2
+        catapult = _stable(spec, width, init, x, y, CATAPULT * limit, steps, device,
+                           factor=1e6)
+        measure(spec, width=width, seed=seed, value=abs(critical - 1), critical=critical,
+                converges_at_catapult=catapult, lr_limit=limit)

@@ -1,0 +1,303 @@
+"""Second-order optimization on the squared loss: natural gradient / Gauss-Newton descent.
+
+Gauss-Newton / natural gradient in function space, tuned gradient descent as its baseline, and
+both on the linearized (kernel) model in closed form.
+
+Loss and units as in :mod:`ntkcheck.train`: ``L(theta) = 1/(2N) ||f(theta, X) - y||^2`` over
+``N`` inputs with ``O`` outputs each (``u = vec f(theta, X)``, ``N*O`` values), ``J`` the
+``(N*O, P)`` Jacobian and ``G = J J^T`` the NTK Gram matrix
+(:func:`ntkcheck.jacobian.ntk_gram`).
+
+Natural gradient = Gauss-Newton. For the squared loss the Fisher information of the Gaussian
+likelihood with unit variance equals the Gauss-Newton matrix ``J^T J / N`` (Martens 2020, "New
+insights and perspectives on the natural gradient method", JMLR, Sec. 9.2), so natural
+gradient descent and Gauss-Newton take the same step. With damping ``lambda`` and the
+push-through identity ``(J^T J + lambda I)^-1 J^T = J^T (J J^T + lambda I)^-1`` the step is
+computed in function space, an ``N*O`` linear system instead of a ``P``-dimensional one::
+
+    theta_{k+1} = theta_k - eta * J^T (J J^T + lambda I)^-1 (u_k - y)
+
+(Zhang, Martens & Grosse 2019, "Fast convergence of natural gradient descent for
+overparameterized neural networks", Sec. 3, at ``lambda = 0``, where ``(J J^T)^-1`` becomes the
+Moore-Penrose pseudo-inverse ``(J J^T)^+``). ``lambda`` is in the units of ``G``; it equals
+``N`` times a damping added to the mean-loss Gauss-Newton matrix ``J^T J / N``. On a linear
+model (``J`` constant) one step maps the residual to ``(I - eta G (G + lambda I)^-1)(u_k - y)``:
+``(1 - eta) (u_k - y)`` at ``lambda = 0``, a squared-residual contraction of ``(1 - eta)^2``.
+Zhang et al.'s Theorem 1 guarantees the contraction ``||y - u_{k+1}||^2 <= (1 - eta)
+||y - u_k||^2`` per step for a nonlinear network when ``eta <= (1 - 2C) / (1 + C)^2`` and the
+Jacobian conditions of :mod:`ntkcheck.jacobian` hold with constant ``C``.
+
+Gradient descent on the same loss changes the outputs by ``-(lr / N) G (u_k - y)`` to first
+order, so its rate depends on the spectrum of ``G`` (Du et al. 2018, Theorem 4.1: squared
+residual contraction ``1 - lr lambda_0 / (2N)`` per step in this module's units); it is stable
+on a quadratic for ``lr < 2N / lambda_max(G)`` and fastest at ``lr = 2N / (lambda_max +
+lambda_min)`` (Nesterov 2004, "Introductory lectures on convex optimization", Thm 2.1.15).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ntkcheck.jacobian import JacobianOperator, ntk_gram
+from ntkcheck.train import TrainingDiverged, TrainResult, mse_loss, train
+
+__all__ = ["TunedRun", "gauss_newton_direction", "kernel_gd_losses", "kernel_ngd_losses",
+           "natural_gradient_descent", "steps_to_target", "tuned_gradient_descent"]
+
+
+def gauss_newton_direction(model: nn.Module, x: torch.Tensor, residual: torch.Tensor, *,
+                           damping: float = 0.0) -> dict[str, torch.Tensor]:
+    """The function-space Gauss-Newton direction ``J^T (J J^T + lambda I)^-1 r``.
+
+    Args:
+        model: Network in eval mode at the current parameters (trainable ones are used).
+        x: ``(N, *input_shape)`` inputs.
+        residual: ``r = f(theta, X) - y``, shape ``(N, O)`` (or anything with ``N*O``
+            entries in sample-major order).
+        damping: ``lambda >= 0`` in units of the NTK Gram matrix ``G``. At 0 the
+            pseudo-inverse ``G^+`` is used (``torch.linalg.pinv``, Hermitian, its default
+            cut-off ``N*O * eps * lambda_max(G)``).
+
+    Returns:
+        The direction by parameter name (same shapes and dtype as the parameters); subtract
+        ``eta`` times it to take a step.
+
+    Raises:
+        ValueError: If ``damping < 0`` or ``residual`` has the wrong size.
+        KernelMemoryError, TrainModeError: As :func:`ntkcheck.kernels.empirical_ntk`.
+
+    """
+    if not damping >= 0:
+        raise ValueError(f"damping must be >= 0, got {damping!r}")
+    gram = ntk_gram(model, x).to(torch.float64)
+    r = residual.detach().reshape(-1).to(torch.float64)
+    if r.numel() != gram.shape[0]:
+        raise ValueError(f"residual has {r.numel()} entries, the Gram matrix {gram.shape[0]} rows")
+    if damping > 0:
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        alpha = torch.linalg.solve(gram + damping * eye, r)
+    else:
+        alpha = torch.linalg.pinv(gram, hermitian=True) @ r
+    return JacobianOperator(model, x).vjp(alpha)
+
+
+def natural_gradient_descent(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    steps: int,
+    damping: float = 0.0,
+    target_loss: float | None = None,
+    callback: Callable[[int, nn.Module], None] | None = None,
+) -> TrainResult:
+    """Full-batch natural gradient (= Gauss-Newton) descent on the MSE, in place.
+
+    Each step is ``theta <- theta - lr * J^T (J J^T + damping I)^-1 (f(theta, X) - y)``
+    (module docstring; Zhang, Martens & Grosse 2019, Sec. 3).
+
+    Args:
+        model: Network in eval mode mapping ``(N, ...)`` to ``(N, O)``; trained in place.
+        x: ``(N, *input_shape)`` inputs in the model's dtype.
+        y: ``(N, O)`` targets.
+        lr: Step size ``eta`` (dimensionless: the fraction of the full Gauss-Newton step;
+            ``1`` solves a linear model in one step). Must be in ``(0, 2)``.
+        steps: Step budget.
+        damping: ``lambda >= 0`` in units of the NTK Gram matrix (0: pseudo-inverse).
+        target_loss: Stop as soon as :func:`ntkcheck.train.mse_loss` is ``<=`` this.
+        callback: Called as ``callback(k, model)`` after ``k = 0, 1, ...`` steps (at
+            initialization first), under ``torch.no_grad()``.
+
+    Returns:
+        A :class:`ntkcheck.train.TrainResult`: ``losses[k]`` the MSE after ``k`` steps.
+
+    Raises:
+        ValueError: On ``lr`` outside ``(0, 2)``, negative ``steps`` or ``damping``, or
+            ``y`` of another shape than the outputs.
+        TrainingDiverged: If the loss becomes non-finite.
+
+    """
+    if not (isinstance(lr, (int, float)) and 0 < lr < 2):
+        raise ValueError(f"lr (eta) must be in (0, 2), got {lr!r}")
+    if not (isinstance(steps, int) and steps >= 0):
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    names = [k for k, p in model.named_parameters() if p.requires_grad]
+    result = TrainResult(losses=[], steps=0, lr=float(lr))
+    while True:
+        with torch.no_grad():
+            out = model(x)
+            loss = float(mse_loss(out, y))
+            result.losses.append(loss)
+            if callback is not None:
+                callback(result.steps, model)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"natural gradient descent: loss {loss} at step "
+                                   f"{result.steps} with eta={lr:g}; use a smaller eta or damping")
+        if target_loss is not None:
+            result.reached = loss <= target_loss
+            if result.reached:
+                break
+        if result.steps == steps:
+            break
+        direction = gauss_newton_direction(model, x, out - y, damping=damping)
+        with torch.no_grad():
+            for name, p in zip(names, params, strict=True):
+                p.sub_(lr * direction[name])
+        result.steps += 1
+    return result
+
+
+def steps_to_target(losses: Sequence[float], target: float) -> int | None:
+    """The first ``k`` with ``losses[k] <= target``, or None if none is."""
+    for k, value in enumerate(losses):
+        if value <= target:
+            return k
+    return None
+
+
+@dataclass(frozen=True)
+class TunedRun:
+    """The best run of a learning-rate grid.
+
+    Attributes:
+        steps: Fewest steps to the target over the grid, or None if no run reached it.
+        lr: The learning rate that took ``steps`` (None if none reached the target).
+        tried: ``(lr, steps or None, diverged)`` per learning rate, in the order tried.
+
+    """
+
+    steps: int | None
+    lr: float | None
+    tried: tuple[tuple[float, int | None, bool], ...]
+
+
+def tuned_gradient_descent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                           lrs: Sequence[float], target_loss: float, max_steps: int,
+                           diverge_factor: float = 1e3) -> TunedRun:
+    """Full-batch GD on the MSE from the same initialization for each learning rate.
+
+    Each rate trains a deep copy of ``model`` (left unchanged) with
+    :func:`ntkcheck.train.train` until the loss is ``<= target_loss``, it exceeds
+    ``diverge_factor`` times its initial value (diverged), or the budget runs out. Rates are
+    tried largest first and each later run's budget is cut to one step fewer than the best so
+    far (it cannot win with more), so tuning costs little more than the winning run.
+
+    Args:
+        model: Network at its initialization (not modified).
+        x: ``(N, *input_shape)`` inputs.
+        y: ``(N, O)`` targets.
+        lrs: Learning rates to try (units of :mod:`ntkcheck.train`), e.g. fractions of
+            ``2N / (lambda_max + lambda_min)`` of the NTK Gram matrix.
+        target_loss: The loss to reach.
+        max_steps: Budget per learning rate.
+        diverge_factor: Loss ratio treated as divergence.
+
+    Returns:
+        A :class:`TunedRun`.
+
+    Raises:
+        ValueError: On an empty ``lrs``, a non-positive rate or a negative budget.
+
+    """
+    if not lrs or any(not lr > 0 for lr in lrs):
+        raise ValueError(f"lrs must be non-empty and positive, got {lrs!r}")
+    if not (isinstance(max_steps, int) and max_steps >= 0):
+        raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
+    best: int | None = None
+    best_lr: float | None = None
+    tried = []
+    for lr in sorted((float(v) for v in lrs), reverse=True):
+        budget = max_steps if best is None else best - 1
+        if budget < 0:
+            tried.append((lr, None, False))
+            continue
+        net = copy.deepcopy(model)
+        try:
+            res = train(net, x, y, lr=lr, steps=budget, target_loss=target_loss,
+                        diverge_factor=diverge_factor, raise_on_divergence=False)
+            diverged = res.diverged
+        except TrainingDiverged:  # a non-finite loss
+            res, diverged = None, True
+        steps = res.steps if res is not None and res.reached else None
+        tried.append((lr, steps, diverged))
+        if steps is not None and (best is None or steps < best):
+            best, best_lr = steps, lr
+    return TunedRun(steps=best, lr=best_lr, tried=tuple(tried))
+
+
+def _eig(kernel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    k = kernel.detach().to(torch.float64).cpu().numpy()
+    lam, vec = np.linalg.eigh((k + k.T) / 2)
+    return np.clip(lam, 0.0, None), vec
+
+
+def kernel_gd_losses(kernel: torch.Tensor, residual: torch.Tensor, *, lr: float,
+                     steps: int) -> np.ndarray:
+    """MSE of gradient descent on the linearized model with a fixed kernel, in closed form.
+
+    With ``Theta = V diag(s) V^T`` (per output, the same for every output as for an
+    infinite-width NTK ``Theta ⊗ I_O``), GD with rate ``lr`` maps the residual to
+    ``(I - (lr / N) Theta)^k r_0`` (Lee et al. 2019, eq. 3 in discrete time, the units of
+    :mod:`ntkcheck.train`), so ``L_k = 1/(2N) sum_{i,a} (1 - lr s_i / N)^(2k) c_{ia}^2`` with
+    ``c = V^T r_0``.
+
+    Args:
+        kernel: ``(N, N)`` kernel Gram matrix (e.g. the analytic NTK ``Theta_inf(X, X)``).
+        residual: ``r_0 = f_0(X) - y``, ``(N, O)`` or ``(N,)``.
+        lr: Learning rate.
+        steps: Number of steps.
+
+    Returns:
+        ``(steps + 1,)`` float64 array of losses after ``0 .. steps`` steps (may overflow to
+        ``inf`` for an unstable ``lr``).
+
+    """
+    lam, vec = _eig(kernel)
+    n = kernel.shape[0]
+    r = residual.detach().to(torch.float64).cpu().numpy().reshape(n, -1)
+    energy = ((vec.T @ r) ** 2).sum(axis=1)  # (N,): squared residual per eigendirection
+    factor = (1.0 - lr * lam / n) ** 2
+    k = np.arange(steps + 1)[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (factor[None, :] ** k * energy[None, :]).sum(axis=1) / (2 * n)
+
+
+def kernel_ngd_losses(kernel: torch.Tensor, residual: torch.Tensor, *, lr: float, steps: int,
+                      damping: float = 0.0) -> np.ndarray:
+    """MSE of natural gradient descent on the linearized model with a fixed kernel.
+
+    Each step multiplies the residual's component along eigenvalue ``s_i`` by
+    ``1 - eta s_i / (s_i + lambda)`` (``1 - eta`` where ``s_i > 0`` at ``lambda = 0``; the
+    pseudo-inverse leaves components with ``s_i = 0`` unchanged). See the module docstring.
+
+    Args:
+        kernel: ``(N, N)`` kernel Gram matrix.
+        residual: ``r_0 = f_0(X) - y``, ``(N, O)`` or ``(N,)``.
+        lr: Step size ``eta``.
+        steps: Number of steps.
+        damping: ``lambda >= 0`` (kernel units).
+
+    Returns:
+        ``(steps + 1,)`` float64 array of losses after ``0 .. steps`` steps.
+
+    """
+    lam, vec = _eig(kernel)
+    n = kernel.shape[0]
+    r = residual.detach().to(torch.float64).cpu().numpy().reshape(n, -1)
+    energy = ((vec.T @ r) ** 2).sum(axis=1)
+    if damping > 0:
+        gain = lam / (lam + damping)
+    else:
+        gain = (lam > n * np.finfo(np.float64).eps * lam.max()).astype(np.float64)
+    factor = (1.0 - lr * gain) ** 2
+    k = np.arange(steps + 1)[:, None]
+    return (factor[None, :] ** k * energy[None, :]).sum(axis=1) / (2 * n)

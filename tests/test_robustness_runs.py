@@ -1,0 +1,376 @@
+"""Issue 10, end to end: real pytest runs (in-process, subprocesses, signals, dying workers)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ntkcheck.kernels._memory import available_memory_bytes
+from ntkcheck.seeding import derive_seed
+
+NO_CUDA = torch.cuda.device_count() == 0
+SMALL = ["-p", "no:cacheprovider", "--ntk-profile", "smoke", "--ntk-device", "cpu"]
+
+# A real claim (kernels on digits), the way claims/ write one: derived seeds, guarded units.
+CLAIM_NTK = '''
+import pytest
+from hypothesis import example, given
+from ntkcheck import strategies
+from ntkcheck.arch import ArchSpec
+from ntkcheck.kernels import analytic_kernels, empirical_ntk
+from ntkcheck.metrics import relative_frobenius_error
+from ntkcheck.numerics import check_psd
+
+@pytest.mark.claim(id="det-ntk", statement="s", source="t", metric="m", tolerance=10.0)
+@given(spec=strategies.mlps(max_depth=2, parametrizations=("ntk",)))
+@example(spec=ArchSpec(depth=1, activation="erf"))
+def test_ntk(spec, sweep, device, measure, digits):
+    reference = analytic_kernels(spec, digits.x).ntk
+    for width, seed in sweep:
+        with measure.guard(spec, width=width, seed=seed) as init_seed:
+            net = spec.with_width(width).build(seed=init_seed, input_shape=digits.input_shape,
+                                               device=device)
+            theta = check_psd(empirical_ntk(net, digits.x), "empirical NTK")
+            measure(spec, width=width, seed=seed,
+                    value=relative_frobenius_error(theta, reference))
+'''
+# A claim that draws from torch's *global* generator: its values depend on test order unless
+# measure.seed re-seeds it per unit.
+CLAIM_RNG = '''
+import pytest
+import torch
+from hypothesis import given
+from ntkcheck import strategies
+
+@pytest.mark.claim(id="det-rng", statement="s", source="t", metric="m", tolerance=10.0)
+@given(spec=strategies.mlps(max_depth=2))
+def test_rng(spec, sweep, measure):
+    for width, seed in sweep:
+        measure.seed(spec, width=width, seed=seed)
+        measure(spec, width=width, seed=seed, value=1.0 + float(torch.rand(())))
+'''
+# Measures two units, says so in a file, then hangs (to be interrupted) or dies.
+CLAIM_STOPS = '''
+import os, signal, time, ctypes
+from pathlib import Path
+import pytest
+from ntkcheck.arch import ArchSpec
+
+@pytest.mark.claim(id="stops", statement="s", source="t", metric="m", tolerance=1.0)
+def test_stops(sweep, measure):
+    spec = ArchSpec(depth=1)
+    for i, (width, seed) in enumerate(sweep):
+        if i == 2:
+            Path("ready").write_text("2 measured")
+            {stop}
+        measure(spec, width=width, seed=seed, value=1 / width)
+'''
+SYNTHETIC = '''
+import pytest
+from ntkcheck.arch import ArchSpec
+
+@pytest.mark.claim(id="fast", statement="s", source="t", metric="m", tolerance=1.0)
+def test_fast(sweep, measure):
+    for width, seed in sweep:
+        measure(ArchSpec(depth=1), width=width, seed=seed, value=1 / width)
+'''
+
+
+def _run_dir(root: Path) -> Path:
+    return (root / "reports" / "latest").resolve()
+
+
+def _records(run: Path) -> list[dict]:
+    lines = (run / "records.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _comparable(run: Path) -> list[dict]:
+    """Records without what legitimately differs between runs (run id, timing)."""
+    rows = [{k: v for k, v in r.items() if k not in ("run_id", "elapsed_s")}
+            for r in _records(run)]
+    return sorted(rows, key=lambda r: (r["claim_id"], r["arch_id"], r["width"], r["seed"]))
+
+
+# ----------------------------------------------------------------------------- 1. determinism
+
+
+def test_records_are_bitwise_equal_across_workers_and_orders(pytester, monkeypatch, tmp_path):
+    """-n 0, -n 1 and -n 2, files in either order: the same records, values to the last bit.
+
+    Also (issue point 8): nothing is written into the project but the report folder.
+    """
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))  # matplotlib's font cache lives in $HOME
+    pytester.makepyfile(test_a=CLAIM_NTK, test_b=CLAIM_RNG)
+    before = {p.relative_to(pytester.path) for p in pytester.path.rglob("*")}
+    runs = []
+    for workers, files in (("0", ["test_a.py", "test_b.py"]), ("1", ["test_b.py", "test_a.py"]),
+                           ("2", ["test_a.py", "test_b.py"])):
+        result = pytester.runpytest_subprocess(*files, "-n", workers, *SMALL,
+                                               "--ntk-widths", "8,16", "--ntk-seeds", "2")
+        result.assert_outcomes(passed=2)
+        runs.append(_comparable(_run_dir(pytester.path)))
+    assert len(runs[0]) >= 3 * 2 * 2  # >= 3 (claim, architecture) pairs, 2 widths, 2 seeds
+    assert runs[0] == runs[1] == runs[2]
+    for r in runs[0]:
+        assert r["init_seed"] == derive_seed(r["claim_id"], r["arch_id"], r["width"], r["seed"])
+    rng = [r["value"] for r in runs[0] if r["claim_id"] == "det-rng"]
+    assert len(set(rng)) == len(rng)  # every unit drew from its own stream
+    new = {p.relative_to(pytester.path) for p in pytester.path.rglob("*")} - before
+    pytester_own = ("stdout", "stderr", "runpytest-")  # the subprocess runner's files
+    outside = sorted(str(p) for p in new
+                     if p.parts[0] != "reports" and not p.parts[0].startswith(pytester_own))
+    assert outside == [], f"written outside the report folder: {outside}"
+    assert (pytester.path / "reports" / ".hypothesis").is_dir()  # Hypothesis' cache moved
+
+
+# ----------------------------------------------------------------------------- 2. bad data
+
+
+def test_bad_data_and_specs_fail_before_training(pytester):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(12, 4))
+    x_nan = x.copy()
+    x_nan[3, 2] = np.inf
+    np.savez(pytester.path / "sensors.npz", x=x_nan, y=np.arange(12) % 2)
+    np.savez(pytester.path / "counts.npz", x=np.arange(48).reshape(12, 4), y=np.ones(12))
+    pytester.makepyfile('''
+import pytest
+from ntkcheck.arch import ArchSpec
+from ntkcheck.data import load_dataset
+from ntkcheck.train import gradient_descent
+
+CLAIM = dict(statement="s", source="t", metric="m", tolerance=1.0)
+
+def train_on(name, spec, measure):
+    data = load_dataset(name)
+    data.check_arch(spec)
+    net = spec.with_width(8).build(seed=0, input_shape=data.input_shape)
+    gradient_descent(net, data.x, data.regression_targets(), lr=0.1, steps=1)
+    measure(spec, width=8, seed=0, value=0.5)
+
+@pytest.mark.claim(id="nan-inputs", **CLAIM)
+def test_nan_inputs(measure):
+    train_on("sensors.npz", ArchSpec(depth=1), measure)
+
+@pytest.mark.claim(id="int-inputs", **CLAIM)
+def test_int_inputs(measure):
+    train_on("counts.npz", ArchSpec(depth=1), measure)
+
+@pytest.mark.claim(id="cnn-on-tables", **CLAIM)
+def test_cnn_on_tables(measure):
+    train_on("wine", ArchSpec(family="cnn", depth=1), measure)
+
+@pytest.mark.claim(id="width-zero", **CLAIM)
+def test_width_zero(measure):
+    ArchSpec(depth=1).with_width(0)
+
+@pytest.mark.claim(id="bad-activation", **CLAIM)
+def test_bad_activation(measure):
+    ArchSpec(activation="swish")
+''')
+    result = pytester.runpytest(*SMALL)
+    result.assert_outcomes(failed=5)
+    result.stdout.fnmatch_lines_random([
+        "*DataError: data set 'sensors.npz': 1 non-finite value(s) (NaN or Inf) in the inputs;"
+        " drop or impute them*",
+        "*DataError: data set 'counts.npz': inputs have dtype int64; convert them to float*",
+        "*DataError: data set 'wine' has inputs of shape (13,), but cnn-d1-relu-ntk-b-gap takes"
+        " images (C, H, W); use an image data set such as 'digits'*",
+        "*width must be an integer >= 1, got 0; widths are the hidden-layer sizes*",
+        "*unknown activation 'swish'; choose one of*",
+    ])
+    assert "training loss" not in result.stdout.str()  # nothing was trained
+    assert not (_run_dir(pytester.path) / "records.jsonl").read_text().strip()
+
+
+# ----------------------------------------------------------------------------- 3. bad options
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ntk-widths", "64;128"], "*--ntk-widths: '64;128' is not an integer*"),
+    (["--ntk-widths", "-64"], "*--ntk-widths: width -64 must be a positive integer*"),
+    (["--ntk-widths", ","], "*--ntk-widths: no widths given*"),
+    (["--ntk-profile", "nightly"], "*unknown ntkcheck profile 'nightly'; choose one of*"),
+    (["--ntk-seeds", "two"], "*--ntk-seeds: 'two' is not an integer*"),
+    (["--ntk-timeout", "soon"], "*--ntk-timeout: 'soon' is not a number of seconds*"),
+    (["--ntk-timeout", "-5"], "*--ntk-timeout: seconds must be a finite number >= 0*"),
+    (["--ntk-device", "tpu"], "*--ntk-device: unknown device option 'tpu'; use 'auto'*"),
+    (["--ntk-device", "cuda:99"], "*--ntk-device: device option 'cuda:99'*"),
+    pytest.param(["--ntk-device", "cuda"], "*--ntk-device: device option 'cuda' needs CUDA*",
+                 marks=pytest.mark.skipif(not NO_CUDA, reason="a CUDA device is visible")),
+])
+def test_bad_options_stop_the_run_before_any_test(pytester, args, message):
+    pytester.makepyfile(test_a=SYNTHETIC)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert not (pytester.path / "reports").exists()
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="a CUDA device is visible")
+def test_device_auto_without_cuda_falls_back_with_a_warning(pytester):
+    pytester.makepyfile(test_a=SYNTHETIC)
+    result = pytester.runpytest("--ntk-widths", "8,16", "--ntk-seeds", "1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*NtkcheckWarning: --ntk-device auto: no CUDA device is "
+                                 "visible, so claims run on the CPU*"])
+    assert {r["device"] for r in _records(_run_dir(pytester.path))} == {"cpu"}
+
+
+# ----------------------------------------------------------------------------- 4. memory
+
+
+def test_a_width_that_does_not_fit_is_not_measured_and_the_sweep_goes_on(pytester):
+    """The kernel engine's estimate refuses the widest width; narrower ones are measured."""
+    n, d = 256, 64
+    per_width = 4 * n * (d + 2) * 8  # bytes of the jacobian implementation per unit of width
+    big = int(4 * available_memory_bytes("cpu") / per_width) + 1
+    pytester.makepyfile(test_oom=f'''
+import pytest
+import torch
+from ntkcheck.arch import ArchSpec
+from ntkcheck.kernels import empirical_ntk
+
+@pytest.mark.claim(id="big", statement="s", source="t", metric="m", tolerance=1e9)
+def test_big(sweep, measure):
+    spec = ArchSpec(depth=1)
+    x = torch.randn({n}, {d}, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for width, seed in reversed(sweep):  # widest first: it fails, the others still run
+        with measure.guard(spec, width=width, seed=seed) as init_seed:
+            net = spec.with_width(width).build(seed=init_seed, input_shape=({d},))
+            theta = empirical_ntk(net, x, implementation="jacobian")
+            measure(spec, width=width, seed=seed, value=float(theta.trace()) / {n})
+''')
+    result = pytester.runpytest(*SMALL, "--ntk-widths", f"8,16,{big}", "--ntk-seeds", "2")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        f"*NtkcheckWarning: claim 'big': mlp-d1-relu-ntk-b at width {big} not measured: out "
+        "of memory (KernelMemoryError: empirical_ntk(implementation='jacobian')*needs an "
+        "estimated * GiB*",
+        f"NOT MEASURED  big * width(s) {big}: out of memory",
+    ])
+    run = _run_dir(pytester.path)
+    records = _records(run)
+    measured = {(r["width"], r["seed"]) for r in records if r["status"] == "measured"}
+    assert measured == {(8, 0), (8, 1), (16, 0), (16, 1)}
+    oom = [r for r in records if r["status"] == "oom"]
+    assert {(r["width"], r["seed"]) for r in oom} == {(big, 0), (big, 1)}
+    assert all(r["value"] is None and "batch_size" in r["reason"] for r in oom)
+    assert ">not measured: out of memory<" in (run / "report.html").read_text()
+    assert json.loads((run / "meta.json").read_text())["n_not_measured"] == 2
+
+
+# ----------------------------------------------------------------------------- 5. time limits
+
+
+def test_timeout_keeps_finished_units_and_reports_the_rest(pytester):
+    pytester.makepyfile(test_slow='''
+import time
+import pytest
+from hypothesis import example, given
+from ntkcheck import strategies
+from ntkcheck.arch import ArchSpec
+
+@pytest.mark.claim(id="slow", statement="s", source="t", metric="m", tolerance=1.0)
+@given(spec=strategies.mlps(min_depth=1, max_depth=1))
+@example(spec=ArchSpec(depth=1))
+def test_slow(spec, sweep, measure):
+    for width, seed in sweep:
+        with measure.guard(spec, width=width, seed=seed):
+            time.sleep(0.05 if width < 64 else 600)  # width 64 never finishes
+            measure(spec, width=width, seed=seed, value=1 / width)
+''')
+    started = time.monotonic()
+    result = pytester.runpytest(*SMALL, "--ntk-widths", "8,16,64,128", "--ntk-seeds", "2",
+                                "--ntk-timeout", "3")
+    assert time.monotonic() - started < 120
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*claim 'slow' stopped after 3.* s (--ntk-timeout 3): 4 unit(s) measured (kept), 4 not "
+        "measured (reported as 'not measured: timed out')*",
+        "NOT MEASURED  slow * width(s) 64, 128: timed out",
+    ])
+    run = _run_dir(pytester.path)
+    status = {(r["width"], r["seed"]): r["status"] for r in _records(run)}
+    assert status == {(8, 0): "measured", (8, 1): "measured", (16, 0): "measured",
+                      (16, 1): "measured", (64, 0): "timeout", (64, 1): "timeout",
+                      (128, 0): "timeout", (128, 1): "timeout"}
+    html = (run / "report.html").read_text()
+    assert ">not measured: timed out<" in html
+    assert json.loads((run / "meta.json").read_text())["timeout_s"] == 3.0
+
+
+# ----------------------------------------------------------------------------- 6. interruptions
+
+
+def _popen(root: Path, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize(("signum", "workers"), [(signal.SIGINT, "0"), (signal.SIGTERM, "2")],
+                         ids=["SIGINT-n0", "SIGTERM-n2"])
+def test_signal_keeps_records_and_writes_an_interrupted_report(pytester, signum, workers):
+    pytester.makepyfile(test_stops=CLAIM_STOPS.format(stop="time.sleep(600)"))
+    proc = _popen(pytester.path, "-n", workers, *SMALL, "--ntk-widths", "8,16,32",
+                  "--ntk-seeds", "1")
+    deadline = time.monotonic() + 180
+    while not (pytester.path / "ready").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(signum)  # to the controller only, as `kill` or a scheduler would
+    out = proc.communicate(timeout=180)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "run INTERRUPTED" in out
+    run = _run_dir(pytester.path)
+    assert [(r["width"], r["value"]) for r in _records(run)] == [(8, 0.125), (16, 0.0625)]
+    assert json.loads((run / "meta.json").read_text())["interrupted"] is True
+    assert 'id="interrupted"' in (run / "report.html").read_text()
+    claims = json.loads((run / "claims.json").read_text())
+    assert claims["stops"]["outcome"] == "interrupted"
+
+
+@pytest.mark.parametrize("death", ["os.kill(os.getpid(), signal.SIGKILL)",
+                                   "ctypes.string_at(0)"], ids=["killed", "segfault"])
+def test_a_dying_worker_loses_only_its_unfinished_unit(pytester, death):
+    pytester.makepyfile(test_stops=CLAIM_STOPS.format(stop=death), test_fast=SYNTHETIC)
+    result = pytester.runpytest("-n", "1", "--max-worker-restart", "0", *SMALL,
+                                "--ntk-widths", "8,16,32", "--ntk-seeds", "1")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) + outcomes.get("error", 0) >= 1
+    run = _run_dir(pytester.path)
+    stops = [(r["width"], r["status"]) for r in _records(run) if r["claim_id"] == "stops"]
+    assert stops == [(8, "measured"), (16, "measured")]  # measured before the worker died
+    claims = json.loads((run / "claims.json").read_text())
+    assert claims["stops"]["outcome"] == "error"
+    assert not list(run.glob("records.*.jsonl"))  # part files merged and removed
+
+
+# ----------------------------------------------------------------------------- 8. run folders
+
+
+def test_concurrent_runs_get_their_own_folders(pytester):
+    pytester.makepyfile(test_fast=SYNTHETIC)
+    procs = [_popen(pytester.path, *SMALL, "--ntk-widths", "8,16", "--ntk-seeds", "1")
+             for _ in range(2)]
+    for proc in procs:
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, out
+    folders = [p for p in (pytester.path / "reports").iterdir()
+               if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+    assert len(folders) == 2
+    for folder in folders:
+        assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", folder.name)
+        records = _records(folder)
+        assert len(records) == 2 and {r["run_id"] for r in records} == {folder.name}

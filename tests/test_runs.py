@@ -1,0 +1,285 @@
+"""Loading, merging, writing and listing stored runs (ntkcheck.runs), and comparing them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from runfactory import claim, make_run, records, save
+
+from ntkcheck.claim import arch_verdict_schema, width_verdict_schema
+from ntkcheck.compare import FailOn, compare_runs, parse_fail_on
+from ntkcheck.runs import (
+    RECORD_KEY,
+    RunError,
+    claim_status,
+    list_runs,
+    load_run,
+    merge_runs,
+    resolve_run,
+    resolve_runs,
+)
+
+
+def _key_sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(list(RECORD_KEY)).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- find and load
+
+
+def test_resolve_folder_id_latest_pointer_and_report(tmp_path):
+    reports = tmp_path / "reports"
+    a = save(make_run("20250101-000000-aaaaaa"), reports)
+    b = save(make_run("20250102-000000-bbbbbb"), reports)
+    os.symlink(b.name, reports / "latest", target_is_directory=True)
+    assert resolve_run(str(a), reports) == a
+    assert resolve_run(a.name, reports) == reports / a.name
+    assert resolve_run("latest", reports).resolve() == b.resolve()
+    assert resolve_run(b / "report.html", reports) == b / "report.html"
+    (reports / "latest").unlink()
+    (reports / "latest").mkdir()  # where symlinks are unavailable the plugin writes RUN
+    (reports / "latest" / "RUN").write_text(a.name + "\n")
+    assert resolve_run("latest", reports) == reports / a.name
+    assert [p.name for p in [a, b]] == list(list_runs(reports)["run_id"])
+
+
+def test_a_folder_of_runs_stands_for_its_runs(tmp_path):
+    a = save(make_run("20250101-000000-aaaaaa"), tmp_path / "job")
+    b = save(make_run("20250101-000001-bbbbbb"), tmp_path / "job")
+    os.symlink(b.name, tmp_path / "job" / "latest", target_is_directory=True)
+    assert resolve_runs([tmp_path / "job"]) == [a, b]
+    assert resolve_runs([a, str(a), tmp_path / "job"], tmp_path) == [a, b]
+    with pytest.raises(RunError, match="no run"):
+        resolve_runs([tmp_path / "job", "nope"], tmp_path)
+
+
+def test_resolve_unknown_run_names_the_stored_ones(tmp_path):
+    save(make_run("20250101-000000-aaaaaa"), tmp_path)
+    with pytest.raises(RunError, match="no run 'nope'.*20250101-000000-aaaaaa"):
+        resolve_run("nope", tmp_path)
+    with pytest.raises(RunError, match="run `pytest claims/` first"):
+        resolve_run("latest", tmp_path / "empty")
+
+
+def test_folder_and_report_html_load_the_same_run(tmp_path):
+    folder = save(make_run("r1", claims={"c1": claim(shrunk_spec="ArchSpec(depth=1)")}), tmp_path)
+    from_folder = load_run(folder)
+    only_html = tmp_path / "copy.html"
+    shutil.copy(folder / "report.html", only_html)
+    from_html = load_run(only_html)
+    assert from_html.claims == from_folder.claims
+    assert from_html.meta == from_folder.meta
+    a, b = _key_sorted(from_folder.records), _key_sorted(from_html.records)
+    assert list(a["arch_id"]) == list(b["arch_id"])
+    np.testing.assert_allclose(a["value"], b["value"], rtol=1e-15)
+    pd.testing.assert_frame_equal(from_folder.verdicts()[1], from_html.verdicts()[1])
+
+
+def test_claims_come_from_the_report_when_claims_json_is_missing(tmp_path):
+    folder = save(make_run("r1"), tmp_path)
+    (folder / "claims.json").unlink()  # runs written before claims.json existed
+    run = load_run(folder)
+    assert run.claims["c1"]["tolerance"] == 0.1 and run.claims["c1"]["outcome"] == "passed"
+    assert len(run.verdicts()[1]) == 1
+
+
+def test_truncated_last_record_line_is_skipped(tmp_path):
+    folder = save(make_run("r1"), tmp_path)
+    n = len(load_run(folder).records)
+    with open(folder / "records.jsonl", "a") as fh:
+        fh.write('{"run_id": "r1", "claim_id": "c1", "wid')  # a run killed mid-write
+    assert len(load_run(folder).records) == n
+
+
+def test_not_a_run(tmp_path):
+    with pytest.raises(RunError, match="not an ntkcheck run"):
+        load_run(tmp_path)
+    page = tmp_path / "other.html"
+    page.write_text("<html><body>hello</body></html>")
+    with pytest.raises(RunError, match="not an ntkcheck report"):
+        load_run(page)
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def test_merge_concatenates_validates_and_deduplicates():
+    full = records(depths=(1, 2))
+    a = make_run("a", recs=full[full["width"] <= 64])
+    b = make_run("b", recs=full[full["width"] >= 64])  # width 64 in both
+    merged = merge_runs([a, b])
+    assert len(merged.records) == len(full)
+    assert merged.meta["duplicates_dropped"] == 2 * 2  # width 64: 2 archs x 2 seeds
+    assert set(merged.records[merged.records["width"] == 64]["run_id"]) == {"a"}  # first kept
+    assert merged.meta["merged_from"] == ["a", "b"]
+    assert merged.meta["run_id"].startswith("merged-")
+    assert merged.meta["n_records"] == len(full)
+    assert not merged.records.duplicated(list(RECORD_KEY)).any()
+
+
+def test_merge_recomputes_each_claims_outcome_from_all_records():
+    # Each shard alone (as a sharded run reports) passes; merged, depth 2 fails at 1024.
+    full = records(depths=(1, 2))
+    a = make_run("a", recs=full[full["seed"] == 0])
+    b = make_run("b", recs=full[full["seed"] == 1])
+    merged = merge_runs([a, b])
+    assert merged.claims["c1"]["outcome"] == "failed"
+    assert "mlp-d2-relu" in merged.claims["c1"]["longrepr"]
+    assert merged.claims["c1"]["duration_s"] == 2.0
+    assert claim_status(merged, "c1") == "fails"
+    ok = merge_runs([make_run("a", recs=records(seeds=(0,))),
+                     make_run("b", recs=records(seeds=(1,)))])
+    assert ok.claims["c1"]["outcome"] == "passed" and ok.claims["c1"]["longrepr"] is None
+
+
+def test_merge_keeps_a_measured_record_over_an_unmeasured_one():
+    recs = records()
+    oom = recs.copy()
+    oom.loc[oom["width"] == 1024, "value"] = math.nan
+    oom.loc[oom["width"] == 1024, "status"] = "oom"
+    merged = merge_runs([make_run("a", recs=oom), make_run("b", recs=recs)])
+    wide = merged.records[merged.records["width"] == 1024]
+    assert list(wide["status"]) == ["measured"] * 2 and set(wide["run_id"]) == {"b"}
+    assert merged.meta["duplicates_dropped"] == len(recs)
+
+
+def test_merge_refuses_different_tolerances_and_bad_records():
+    with pytest.raises(RunError, match="claim 'c1' has tolerance 0.1 in run a but 0.2"):
+        merge_runs([make_run("a"), make_run("b", claims={"c1": claim(tolerance=0.2)})])
+    bad = records()
+    bad.loc[0, "width"] = 0
+    with pytest.raises(RunError, match="record schema"):
+        merge_runs([make_run("a"), make_run("b", recs=bad)])
+    with pytest.raises(RunError, match=r"claim\(s\) \['c9'\] but no claim metadata"):
+        merge_runs([make_run("a"), make_run("b", recs=records(cid="c9"))])
+    with pytest.raises(RunError, match="no runs"):
+        merge_runs([])
+
+
+def test_merge_meta_spans_the_runs_and_notes_missing_shards():
+    a = make_run("a", shard="0/3", started="2025-01-02T03:00:00+00:00", device="cuda:0",
+                 widths=[16, 64])
+    b = make_run("b", shard="2/3", finished="2025-01-02T04:00:00+00:00", widths=[256, 1024])
+    meta = merge_runs([a, b]).meta
+    assert meta["started"] == "2025-01-02T03:00:00+00:00"
+    assert meta["finished"] == "2025-01-02T04:00:00+00:00"
+    assert meta["duration_s"] == 120.0
+    assert meta["widths"] == [16, 64, 256, 1024]
+    assert meta["device"] == ["cuda:0", "cpu"] and meta["profile"] == "smoke"
+    assert meta["shard"] == ["0/3", "2/3"] and meta["shards_missing"] == ["1/3"]
+
+
+def test_merged_run_writes_and_reloads(tmp_path):
+    merged = merge_runs([make_run("a", recs=records(seeds=(0,))),
+                         make_run("b", recs=records(seeds=(1,)))])
+    folder = save(merged, tmp_path)
+    back = load_run(folder)
+    assert back.meta["merged_from"] == ["a", "b"]
+    assert json.loads((folder / "claims.json").read_text())["c1"]["outcome"] == "passed"
+    for name in ("records.jsonl", "records.csv", "verdicts.csv", "width_verdicts.csv",
+                 "meta.json", "report.html"):
+        assert (folder / name).is_file()
+    pd.testing.assert_frame_equal(back.verdicts()[1], merged.verdicts()[1])
+
+
+# ----------------------------------------------------------------------------- list
+
+
+def test_list_runs_counts_records_and_outcomes(tmp_path):
+    save(make_run("20250101-000000-aaaaaa"), tmp_path)
+    failed = {"c1": claim(outcome="failed"), "c2": claim("c2", outcome="error")}
+    save(make_run("20250102-000000-bbbbbb", claims=failed,
+                  started="2025-01-03T00:00:00+00:00"), tmp_path)
+    os.symlink("20250102-000000-bbbbbb", tmp_path / "latest")
+    table = list_runs(tmp_path)
+    assert list(table["run_id"]) == ["20250101-000000-aaaaaa", "20250102-000000-bbbbbb"]
+    first, second = table.to_dict("records")
+    assert (first["records"], first["passed"], first["failed"]) == (8, 1, 0)
+    assert (second["passed"], second["failed"], second["latest"]) == (0, 2, True)
+    assert first["commit"] == "0123456789" and first["device"] == "cpu"
+    assert list_runs(tmp_path / "none").empty
+
+
+# ----------------------------------------------------------------------------- verdict schemas
+
+
+def test_verdict_schemas_accept_computed_verdicts_and_reject_duplicates():
+    wv, av = make_run().verdicts()
+    assert width_verdict_schema(["c1"]).validate(wv)["holds"].dtype == bool
+    assert str(arch_verdict_schema(["c1"]).validate(av)["rate_consistent"].dtype) == "boolean"
+    with pytest.raises(Exception, match="duplicate|unique"):
+        width_verdict_schema().validate(pd.concat([wv, wv]))
+    with pytest.raises(Exception, match="isin"):
+        arch_verdict_schema(["other"]).validate(av)
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def test_compare_identical_runs_has_no_changes():
+    a, b = make_run("a"), make_run("b")
+    cmp = compare_runs(a, b)
+    assert list(cmp.claims["change"]) == [""]
+    assert (cmp.archs["change"] == "").all()
+    assert (cmp.archs["slope_change"].abs() < 1e-12).all()
+    assert cmp.failures(FailOn(verdict=True, slope=1e-6, extrapolated=1.001)) == []
+
+
+def test_compare_flags_a_claim_that_stopped_holding():
+    a = make_run("a")
+    b = make_run("b", recs=records(scale=4.0))  # 4/sqrt(1024) = 0.125 > 0.1
+    cmp = compare_runs(a, b)
+    assert cmp.claims.iloc[0][["status_a", "status_b", "change"]].tolist() == [
+        "holds", "fails", "holds -> fails"]
+    row = cmp.archs.iloc[0]
+    assert row["change"] == "holds -> fails"
+    assert row["extrapolated_ratio"] == pytest.approx(4.0)  # (4/2)^2: needs 4x the width
+    assert row["slope_change"] == pytest.approx(0.0, abs=1e-9)
+    assert cmp.failures(FailOn()) == ["claim 'c1' held in A but fails in B"]
+    assert cmp.failures(FailOn(verdict=False, slope=0.2)) == []
+    [line] = cmp.failures(FailOn(verdict=False, extrapolated=3.0))
+    assert "extrapolated width grew 4x" in line
+    # The reverse direction is an improvement, not a regression.
+    assert compare_runs(b, a).failures(FailOn(extrapolated=3.0)) == []
+
+
+def test_compare_slope_threshold_and_new_or_gone_archs():
+    flatter = records()
+    flatter["value"] = 0.05 * (flatter["width"] / 16.0) ** -0.1  # slope -0.1, still holds
+    cmp = compare_runs(make_run("a"), make_run("b", recs=flatter))
+    assert cmp.archs.iloc[0]["slope_change"] == pytest.approx(0.4, abs=0.01)
+    assert cmp.failures(FailOn()) == []
+    assert "fitted slope moved by +0.4" in cmp.failures(FailOn(slope=0.2))[0]
+    cmp = compare_runs(make_run("a"), make_run("b", recs=records(depths=(1, 3))))
+    new = cmp.archs[cmp.archs["arch_id"] == "mlp-d3-relu"].iloc[0]
+    assert new["verdict_a"] == "absent" and new["change"] == "new"
+    assert cmp.failures(FailOn()) == ["claim 'c1' held in A but fails in B"]
+
+
+def test_compare_claim_that_errors_or_disappears():
+    errored = make_run("b", claims={"c1": claim(outcome="error")}, recs=records().iloc[:0])
+    cmp = compare_runs(make_run("a"), errored)
+    assert cmp.claims.iloc[0]["status_b"] == "error"
+    assert cmp.failures(FailOn()) == ["claim 'c1' held in A but error in B"]
+    gone = make_run("b", claims={"c2": claim("c2")}, recs=records(cid="c2"))
+    cmp = compare_runs(make_run("a"), gone)
+    assert dict(zip(cmp.claims["claim_id"], cmp.claims["change"])) == {"c1": "gone",
+                                                                          "c2": "new"}
+    assert cmp.failures(FailOn()) == []
+
+
+def test_parse_fail_on():
+    assert parse_fail_on(None) == FailOn(verdict=True)
+    assert parse_fail_on(["slope=0.2"]) == FailOn(verdict=False, slope=0.2)
+    assert parse_fail_on(["verdict", "slope=0.2,extrapolated=10"]) == FailOn(True, 0.2, 10.0)
+    assert parse_fail_on(["none"]) == FailOn(verdict=False)
+    for bad, message in (("slope", "needs a number"), ("slope=-1", "positive"),
+                         ("colour", "use verdict")):
+        with pytest.raises(ValueError, match=message):
+            parse_fail_on([bad])
