@@ -6,8 +6,8 @@ Usage::
 
 Every measurement runs in a fresh subprocess; its peak memory is the growth of the process's
 peak resident set size (``ru_maxrss``) over the resident size just before the timed call.
-Times are the best of ``--repeats`` calls after one warm-up call (the warm-up call is skipped
-for measurements above 20 s). Ratios are against a plain torch.func Jacobian-contraction
+Times (wall and process CPU) are the best of ``--repeats`` calls after one warm-up call (no
+repeats for calls above 20 s). Ratios are against a plain torch.func Jacobian-contraction
 baseline (the torch.func "Neural Tangent Kernels" tutorial: ``vmap(jacrev)`` per-sample
 Jacobians, ``einsum`` contraction; the Jacobian of ``x1`` is reused because ``x2 = x1``).
 Kernels are ``output="full"`` ``(N, N, O, O)`` in float64. Where neural-tangents imports in
@@ -56,19 +56,24 @@ def _digits(n: int):
     return x
 
 
-def _timed(fn, repeats: int) -> tuple[float, int]:
-    """Best time of ``repeats`` calls (after a warm-up unless slow) and the peak memory."""
+def _timed(fn, repeats: int) -> tuple[float, float, int]:
+    """Best wall and CPU time of ``repeats`` calls (after a warm-up unless slow), peak memory.
+
+    The CPU time (user + system, all threads, ``time.process_time``) is less sensitive than
+    the wall time to other processes competing for the cores.
+    """
     base = _rss_bytes()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     first = time.perf_counter() - t0
-    times = [first]
+    times, cpus = [first], [time.process_time() - c0]
     if first < 20:
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times.append(time.perf_counter() - t0)
-    return min(times), max(0, _peak_bytes() - base)
+            cpus.append(time.process_time() - c0)
+    return min(times), min(cpus), max(0, _peak_bytes() - base)
 
 
 def baseline_ntk(model, x):
@@ -98,8 +103,9 @@ def worker(case: str, impl: str, repeats: int) -> dict:
 
         x = _digits(ANALYTIC["n"])
         spec = ArchSpec(depth=ANALYTIC["depth"], activation="relu")
-        t, mem = _timed(lambda: analytic_kernels(spec, x), repeats)
-        return {"case": "analytic_d5_n1797", "impl": "analytic", "time_s": t, "peak_bytes": mem}
+        t, cpu, mem = _timed(lambda: analytic_kernels(spec, x), repeats)
+        return {"case": "analytic_d5_n1797", "impl": "analytic", "time_s": t, "cpu_s": cpu,
+                "peak_bytes": mem}
     c = CASES[case]
     x = _digits(c["n"])
     shape = (64,) if c["family"] == "mlp" else (1, 8, 8)
@@ -113,8 +119,8 @@ def worker(case: str, impl: str, repeats: int) -> dict:
     else:
         def fn():
             return empirical_ntk(model, x, implementation=impl, output="full")
-    t, mem = _timed(fn, repeats)
-    return {"case": case, "impl": impl, "time_s": t, "peak_bytes": mem}
+    t, cpu, mem = _timed(fn, repeats)
+    return {"case": case, "impl": impl, "time_s": t, "cpu_s": cpu, "peak_bytes": mem}
 
 
 NT_WORKER = r"""
@@ -222,7 +228,8 @@ def main() -> None:
     import torch
 
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, python {platform.python_version()}, torch {torch.__version__}")
+          f"{os.cpu_count()} CPUs, python {platform.python_version()}, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
     results = []
     jobs = [(c, i) for c in CASES for i in IMPLS] + [("analytic", "analytic")]
     for case, impl in jobs:
@@ -233,8 +240,8 @@ def main() -> None:
             results.append({"case": case, "impl": impl, "error": tail[:160]})
         else:
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"\n{'case':<20} {'impl':<12} {'time [s]':>10} {'peak [MiB]':>11} "
-          f"{'time/base':>10} {'mem/base':>9}")
+    print(f"\n{'case':<20} {'impl':<12} {'time [s]':>10} {'cpu [s]':>9} {'peak [MiB]':>11} "
+          f"{'time/base':>10} {'cpu/base':>9} {'mem/base':>9}")
     base = {r["case"]: r for r in results if r["impl"] == "baseline" and "error" not in r}
     for r in results:
         if "error" in r:
@@ -242,9 +249,10 @@ def main() -> None:
             continue
         b = base.get(r["case"])
         tr = f"{r['time_s'] / b['time_s']:.3g}" if b else "-"
+        cr = f"{r['cpu_s'] / b['cpu_s']:.3g}" if b else "-"
         mr = f"{r['peak_bytes'] / max(b['peak_bytes'], 1):.3g}" if b else "-"
-        print(f"{r['case']:<20} {r['impl']:<12} {r['time_s']:>10.4f} "
-              f"{r['peak_bytes'] / 2**20:>11.1f} {tr:>10} {mr:>9}")
+        print(f"{r['case']:<20} {r['impl']:<12} {r['time_s']:>10.4f} {r['cpu_s']:>9.3f} "
+              f"{r['peak_bytes'] / 2**20:>11.1f} {tr:>10} {cr:>9} {mr:>9}")
     nt_results = {}
     if args.nt and Path(args.nt).exists():
         import tempfile

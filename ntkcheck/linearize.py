@@ -18,6 +18,7 @@ network's empirical NTK at initialization.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ class LinearizedModel(nn.Module):
         super().__init__()
         base = copy.deepcopy(model)
         self.names: list[str] = []
-        theta = {}
+        theta = nn.ParameterDict()  # in the network's parameter order
         for name, p in list(base.named_parameters()):
             owner, attr = _split(base, name)
             del owner._parameters[attr]
@@ -65,7 +66,7 @@ class LinearizedModel(nn.Module):
         if not self.names:
             raise ValueError("the model has no trainable parameters to linearize around")
         self.base = base
-        self.theta = nn.ParameterDict(theta)
+        self.theta = theta
 
     def theta_0(self) -> dict[str, torch.Tensor]:
         """The parameters at initialization, by the network's parameter names (buffers)."""
@@ -83,7 +84,11 @@ class LinearizedModel(nn.Module):
         def f(params: dict[str, torch.Tensor]) -> torch.Tensor:
             return functional_call(self.base, params, (x,))
 
-        out, tangent_out = jvp(f, (primals,), (self.delta(),))
+        with warnings.catch_warnings():
+            # torch.func registers its jvp decompositions with torch.jit.script on first use
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated",
+                                    category=DeprecationWarning)
+            out, tangent_out = jvp(f, (primals,), (self.delta(),))
         return out + tangent_out
 
 

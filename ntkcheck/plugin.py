@@ -18,7 +18,15 @@ What it adds to pytest:
   ``verdicts.csv``, ``width_verdicts.csv``, ``meta.json``, ``claims.json`` and
   ``report.html``, and a ``latest`` link to it.
 
-Records travel from xdist workers to the controller on the test reports' ``user_properties``.
+Records travel from xdist workers to the controller on the test reports' ``user_properties``
+and, as each is made, through the worker's ``records.<worker>.jsonl`` part file in the run
+folder (without xdist: straight into ``records.jsonl``); the controller merges the part files
+at the end, de-duplicated on (nodeid, ``seq``), so a worker that dies loses only the unit it
+was measuring. Robustness (:mod:`ntkcheck.runtime`): ``--ntk-timeout SECONDS`` stops a claim
+test (finished units kept, the rest recorded as not measured); SIGTERM is handled like Ctrl-C
+and both still write the report with ``meta["interrupted"]``; an explicit ``--ntk-device``
+that does not exist is a usage error, ``auto`` without CUDA warns and uses the CPU;
+Hypothesis' files go to ``<report dir>/.hypothesis`` during claim runs.
 """
 
 from __future__ import annotations

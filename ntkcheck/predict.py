@@ -202,7 +202,8 @@ def gradient_flow(
             outs.append(f0z + v @ (np.reshape(gain, (-1, 1)) * resid))
         else:
             _warn_condition(lam, tau)
-            outs.append(f0z + kzx @ (v @ (_filter(lam, tau)[:, None] * resid)))
+            with np.errstate(invalid="ignore", over="ignore"):  # warned about above
+                outs.append(f0z + kzx @ (v @ (_filter(lam, tau)[:, None] * resid)))
     out = np.stack(outs)
     if vector:
         out = out[..., 0]

@@ -178,7 +178,9 @@ def sigterm_as_interrupt() -> Iterator[bool]:
     """Handle ``SIGTERM`` like Ctrl-C (``KeyboardInterrupt``) while the block runs.
 
     Only on the main thread and only when ``SIGTERM`` has its default action (a handler
-    someone else installed is left alone). Yields whether the handler was installed.
+    someone else installed is left alone). The first ``SIGTERM`` raises
+    ``KeyboardInterrupt`` (pytest then finishes the session as interrupted); a second one
+    terminates at once. Yields whether the handler was installed.
     """
     if threading.current_thread() is not threading.main_thread():
         yield False
@@ -188,6 +190,7 @@ def sigterm_as_interrupt() -> Iterator[bool]:
         return
 
     def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
         raise KeyboardInterrupt(f"received signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, handler)

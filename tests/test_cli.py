@@ -147,14 +147,14 @@ def test_export_parquet_round_trips(reports, capsys, tmp_path):
 
 def test_compare_real_runs_of_the_plugin(pytester: pytest.Pytester, capsys) -> None:
     """Two plugin runs of one claim compare clean; a run where it was made to fail exits 1."""
-    pytester.makepyfile(test_claim=SYNTHETIC.format(tol=0.1))
+    pytester.makepyfile(test_synthetic_cli=SYNTHETIC.format(tol=0.1))
     pytester.runpytest(*ARGS).assert_outcomes(passed=1)
     reports = pytester.path / "reports"
     first = (reports / "latest").resolve().name
     assert (reports / first / "claims.json").is_file()
     pytester.runpytest(*ARGS).assert_outcomes(passed=1)
     second = (reports / "latest").resolve().name
-    pytester.makepyfile(test_claim=SYNTHETIC.format(tol=0.05))  # now fails up to 1024
+    pytester.makepyfile(test_synthetic_cli=SYNTHETIC.format(tol=0.05))  # now fails up to 1024
     pytester.runpytest(*ARGS).assert_outcomes(failed=1)
     code, out, _ = run_cli(capsys, "--reports", reports, "compare", first, second)
     assert code == 0, out

@@ -32,7 +32,7 @@ def test_claim(spec, widths, seeds, measure, digits):
 
 @pytest.mark.parametrize(("offset", "passes"), [(1, False), (0, True)])
 def test_wrong_analytic_depth_fails_at_every_width(pytester, offset, passes):
-    pytester.makepyfile(test_claim=CLAIM.format(tag=f"off{offset}", offset=offset))
+    pytester.makepyfile(test_negctl_claim=CLAIM.format(tag=f"off{offset}", offset=offset))
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "256,1024,2048,4096",
                                 "--ntk-seeds", "2")
     result.assert_outcomes(passed=int(passes), failed=int(not passes))

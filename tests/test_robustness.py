@@ -42,6 +42,7 @@ from ntkcheck.runtime import (
     is_out_of_memory,
     parse_timeout,
     read_part_files,
+    sigterm_as_interrupt,
 )
 from ntkcheck.seeding import derive_seed, seed_everything
 from ntkcheck.verdict import compute_verdicts
@@ -227,6 +228,25 @@ def test_alarm_stops_a_unit_in_the_middle_but_not_a_critical_section():
         done.append(2)
     assert done == [1]
     assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.default_int_handler)
+
+
+def test_sigterm_becomes_a_keyboard_interrupt_once():
+    import os
+
+    outer = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (this very run may handle it)
+    try:
+        with sigterm_as_interrupt() as installed:
+            assert installed
+            with pytest.raises(KeyboardInterrupt, match="received signal SIGTERM"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler runs as soon as the signal arrives
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second one kills
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with sigterm_as_interrupt() as installed:  # someone else's choice is left alone
+            assert not installed and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, outer)
 
 
 # ----------------------------------------------------------------------------- 6. part files

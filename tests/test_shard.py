@@ -37,7 +37,7 @@ def _comparable(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_three_shards_merge_into_the_unsharded_run(pytester: pytest.Pytester, capsys) -> None:
-    pytester.makepyfile(test_claim=CLAIM)
+    pytester.makepyfile(test_sharded_claim=CLAIM)
     job = pytester.path / "job-42"  # as a Slurm array job would: one report folder per job
     shard_runs = []
     for k in range(3):

@@ -55,9 +55,11 @@ def piecewise_linear(a: float, b: float) -> Dual:
 
     Source: the arc-cosine kernels of degree 0 and 1 (Cho & Saul 2009, eq. 6, with
     ``J_0 = pi - theta`` and ``J_1 = sin theta + (pi - theta) cos theta``), written for
-    ``phi = (a+b)/2 x + (b-a)/2 |x|`` as in neural-tangents ``stax.ABRelu``. At ``q1 = 0`` or
-    ``q2 = 0`` the angle is taken as ``pi / 2`` (the neural-tangents convention; the value of
-    ``E[phi phi]`` and the NTK do not depend on it).
+    ``phi = (a+b)/2 x + (b-a)/2 |x|`` as in neural-tangents ``stax.ABRelu``. Where ``q1 q2 = 0``
+    the angle is taken as 0 (neural-tangents uses ``pi / 2``); ``E[phi phi] = 0`` there either
+    way, and in the kernel recursions ``E[phi' phi']`` then multiplies a zero kernel (a
+    variance is 0 only where everything feeding the unit is 0 and there are no biases, which
+    makes the kernel it multiplies 0 too), so the kernels do not depend on it.
 
     Args:
         a: Slope for negative inputs.
@@ -73,12 +75,11 @@ def piecewise_linear(a: float, b: float) -> Dual:
     def dual(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor):
         if _needs_grad(q1, q2, c):
             s = _safe_sqrt(q1 * q2 - c * c)
-            theta = _safe_atan2(s, c, math.pi / 2)
+            theta = _safe_atan2(s, c, 0.0)
             kdot = mean_sq - factor * theta
             return factor * s + kdot * c, kdot
-        # Same values without the autograd guards, with fewer temporaries (memory-bound on
-        # large Grams). atan2(0, 0) = 0 here instead of pi/2: this only happens at zero
-        # variance, where E[phi phi] = 0 and the NTK factor multiplies a zero kernel.
+        # Same values without the autograd guards (torch.atan2(0, 0) = 0), with fewer
+        # temporaries: this is memory-bound on large Grams.
         s = (q1 * q2).sub_(c * c).clamp_min_(0).sqrt_()
         kdot = torch.atan2(s, c).mul_(-factor).add_(mean_sq)
         return torch.addcmul(s.mul_(factor), kdot, c), kdot
