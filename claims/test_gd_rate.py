@@ -19,7 +19,9 @@ Gram; Lee et al. 2019, eq. 9). Two claims:
   value is ``2N / lambda_max`` (the top residual mode is multiplied by ``1 - lr lambda_max /
   N``). Targets ``Y = f_0(X) - sqrt(N) v_max`` of the *analytic* NTK Gram; the rate is found by
   bisection; the metric is ``|lr* lambda_max / (2N) - 1|``. The network's own ``lambda_max``
-  fluctuates by O(width^-1/2) around the analytic one (slope -1/2). Recorded as well: whether
+  fluctuates by O(width^-1/2) around the analytic one (slope -1/2). Each trial runs at most
+  ``STABILITY_STEPS`` steps: in the kernel regime the top mode grows from the first step
+  above the limit and shrinks from the first step below it. Recorded as well: whether
   training at 1.5x that limit still converges within the step budget, which theory for the
   kernel regime excludes and the catapult mechanism of finite networks allows (Lewkowycz et
   al. 2020, "The large learning rate phase of deep learning").
@@ -33,40 +35,40 @@ from hypothesis import example, given
 
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
+from ntkcheck.features import lr_weighted_ntk
 from ntkcheck.kernels import analytic_kernels, empirical_ntk
-from ntkcheck.train import train
+from ntkcheck.train import kernel_lr, train
 
-#: Bisection steps for the largest stable learning rate, on [0.5, 1.5] x 2N / lambda_max.
+#: Bisection steps for the largest stable learning rate, on [0.5, 1.5] x 2N / lambda_max
+#: (resolution 1e-3).
 BISECTIONS = 10
+#: Most steps of one stability trial.
+STABILITY_STEPS = 20
 #: Multiple of 2N / lambda_max at which convergence through the catapult is recorded.
 CATAPULT = 1.5
 
-SMOOTH = strategies.mlps(min_depth=1, max_depth=1, activations=("erf", "tanh"),
+SMOOTH = strategies.mlps(min_depth=1, max_depth=1, activations=("erf", "gelu"),
                          parametrizations=("ntk",), biases=(True,))
 
 
-def _rate_error(spec, width, init, x, lr, steps, device) -> tuple[float, float]:
-    net = spec.with_width(width).build(seed=init, input_shape=tuple(x.shape[1:]),
-                                       device=device)
-    lam, vec = torch.linalg.eigh(empirical_ntk(net, x))
-    n = len(x)
-    with torch.no_grad():
-        y = net(x) - math.sqrt(n) * vec[:, :1]
-    losses = train(net, x, y, lr=lr, steps=steps).losses
-    measured = -0.5 * math.log(losses[-1] / losses[0]) / steps
-    predicted = -math.log(1 - lr * float(lam[0]) / n)
-    return abs(measured / predicted - 1), float(lam[0])
-
-
-def _sweep_rate(spec, sweep, device, measure, digits, ntk_profile):
-    x = digits.x
-    lam = torch.linalg.eigvalsh(analytic_kernels(spec, x).ntk)
-    lr = len(x) / float(lam[-1])  # contracts the top mode in one step; stable below 2x
+def gd_rate_error(spec, sweep, device, measure, data, ntk_profile):
+    """Measure ``gd-rate`` for one architecture over the sweep (GD at ``N / lambda_max`` of
+    the analytic NTK, :func:`ntkcheck.train.kernel_lr`; muP with its per-layer rates)."""
+    x, n, steps = data.x, len(data.x), ntk_profile.train_steps
     for width, seed in sweep:
-        init = measure.seed(spec, width=width, seed=seed)
-        err, lam_min = _rate_error(spec, width, init, x, lr, ntk_profile.train_steps, device)
-        measure(spec, width=width, seed=seed, value=err, lam_min=lam_min,
-                lam_min_analytic=float(lam[0]), lr=lr)
+        net = spec.with_width(width).build(seed=measure.seed(spec, width=width, seed=seed),
+                                           input_shape=data.input_shape, device=device)
+        lr, params = kernel_lr(spec.with_width(width), net, x)
+        # the kernel GD follows: muP's is weighted by its per-layer rates
+        gram = empirical_ntk(net, x) if params is None else lr_weighted_ntk(net, x, params, lr)
+        lam, vec = torch.linalg.eigh(gram)
+        with torch.no_grad():
+            y = net(x) - math.sqrt(n) * vec[:, :1]
+        losses = train(net, x, y, lr=lr, steps=steps, params=params).losses
+        measured = -0.5 * math.log(losses[-1] / losses[0]) / steps
+        predicted = -math.log(1 - lr * float(lam[0]) / n)
+        measure(spec, width=width, seed=seed, value=abs(measured / predicted - 1),
+                lam_min=float(lam[0]), lam_max=float(lam[-1]), lr=lr)
 
 
 RATE = dict(
@@ -85,24 +87,50 @@ RATE = dict(
 @given(spec=SMOOTH)
 @example(spec=ArchSpec(depth=1, activation="erf"))
 def test_gd_rate(spec, sweep, device, measure, digits, ntk_profile):
-    _sweep_rate(spec, sweep, device, measure, digits, ntk_profile)
+    gd_rate_error(spec, sweep, device, measure, digits, ntk_profile)
 
 
 @pytest.mark.claim(**RATE)
 def test_gd_rate_practical(sweep, device, measure, digits, ntk_profile):
-    _sweep_rate(ArchSpec(depth=1, activation="relu"), sweep, device, measure, digits,
-                ntk_profile)
+    gd_rate_error(ArchSpec(depth=1, activation="relu"), sweep, device, measure, digits,
+                  ntk_profile)
 
 
-def _stable(spec, width, init, x, y, lr, steps, device, factor) -> bool:
+def _stable(spec, width, init, x, y, lr, device, factor) -> bool:
     net = spec.with_width(width).build(seed=init, input_shape=tuple(x.shape[1:]),
                                        device=device)
-    result = train(net, x, y, lr=lr, steps=steps, diverge_factor=factor,
+    result = train(net, x, y, lr=lr, steps=STABILITY_STEPS, diverge_factor=factor,
                    raise_on_divergence=False)
     return not result.diverged and result.losses[-1] <= result.losses[0]
 
 
-@pytest.mark.claim(
+def stable_lr_error(spec, sweep, device, measure, data, reference=None):
+    """Measure ``gd-stable-lr`` for one architecture over the sweep. ``reference``: the
+    architecture whose analytic NTK predicts the limit (``spec`` by default; another one is a
+    negative control)."""
+    x, n = data.x, len(data.x)
+    lam, vec = torch.linalg.eigh(analytic_kernels(reference or spec, x).ntk)
+    limit = 2 * n / float(lam[-1])
+    for width, seed in sweep:
+        init = measure.seed(spec, width=width, seed=seed)
+        net = spec.with_width(width).build(seed=init, input_shape=data.input_shape,
+                                           device=device)
+        with torch.no_grad():
+            y = net(x) - math.sqrt(n) * vec[:, -1:]
+        lo, hi = 0.5, 1.5
+        for _ in range(BISECTIONS):
+            mid = (lo + hi) / 2
+            if _stable(spec, width, init, x, y, mid * limit, device, factor=1.0):
+                lo = mid
+            else:
+                hi = mid
+        critical = (lo + hi) / 2
+        catapult = _stable(spec, width, init, x, y, CATAPULT * limit, device, factor=1e6)
+        measure(spec, width=width, seed=seed, value=abs(critical - 1), critical=critical,
+                converges_at_catapult=catapult, lr_limit=limit)
+
+
+STABLE_LR = dict(
     id="gd-stable-lr",
     statement="The largest learning rate at which GD on the MSE never increases the loss is "
               "2N / λ_max of the NTK Gram",
@@ -112,28 +140,11 @@ def _stable(spec, width, init, x, y, lr, steps, device, factor) -> bool:
     tolerance=0.05,
     rate=-0.5,
 )
+
+
+@pytest.mark.claim(**STABLE_LR)
 @given(spec=SMOOTH)
 @example(spec=ArchSpec(depth=1, activation="erf"))
 @example(spec=ArchSpec(depth=1, activation="relu"))
-def test_gd_stable_lr(spec, sweep, device, measure, digits, ntk_profile):
-    x, n, steps = digits.x, len(digits.x), ntk_profile.train_steps
-    lam, vec = torch.linalg.eigh(analytic_kernels(spec, x).ntk)
-    limit = 2 * n / float(lam[-1])
-    for width, seed in sweep:
-        init = measure.seed(spec, width=width, seed=seed)
-        net = spec.with_width(width).build(seed=init, input_shape=digits.input_shape,
-                                           device=device)
-        with torch.no_grad():
-            y = net(x) - math.sqrt(n) * vec[:, -1:]
-        lo, hi = 0.5, 1.5
-        for _ in range(BISECTIONS):
-            mid = (lo + hi) / 2
-            if _stable(spec, width, init, x, y, mid * limit, steps, device, factor=1.0):
-                lo = mid
-            else:
-                hi = mid
-        critical = (lo + hi) / 2
-        catapult = _stable(spec, width, init, x, y, CATAPULT * limit, steps, device,
-                           factor=1e6)
-        measure(spec, width=width, seed=seed, value=abs(critical - 1), critical=critical,
-                converges_at_catapult=catapult, lr_limit=limit)
+def test_gd_stable_lr(spec, sweep, device, measure, digits):
+    stable_lr_error(spec, sweep, device, measure, digits)

@@ -23,14 +23,14 @@ from hypothesis import example, given
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.kernels import analytic_kernels
 from ntkcheck.linearize import linearize
-from ntkcheck.train import train
+from ntkcheck.train import kernel_lr, train
 
 #: Held-out digits the deviation is measured on.
 N_TEST = 32
 PRACTICAL = ArchSpec(depth=1, activation="relu", parametrization="standard",
                      weight_std=2**0.5)
+#: PyTorch's default Adam learning rate.
 ADAM_LR = 1e-3
 
 CLAIM = dict(
@@ -44,25 +44,44 @@ CLAIM = dict(
 )
 
 
-def _split(ntk_profile, device):
-    data = load_dataset("digits", n=ntk_profile.n_inputs + N_TEST, seed=0, device=device)
-    return data.split(ntk_profile.n_inputs)
-
-
-def _max_deviation(net, x, y, x_test, **train_kwargs) -> tuple[float, float, float]:
-    """Train ``net`` and its linearization alike; return (sup_t relative deviation on
-    ``x_test``, final training loss of the network, of the linearization)."""
-    lin = linearize(net)
+def _deviation(net, lin, x, y, z, steps, kwargs, lin_kwargs) -> tuple[float, float, float]:
+    """Train ``net`` and ``lin`` alike; return (sup over steps of the relative deviation on
+    ``z``, final training loss of the network, of the linearization)."""
     outs: list[torch.Tensor] = []
-    result = train(net, x, y, callback=lambda k, m: outs.append(m(x_test)), **train_kwargs)
+    result = train(net, x, y, steps=steps, callback=lambda k, m: outs.append(m(z)), **kwargs)
     devs: list[float] = []
 
     def compare(k: int, m: torch.nn.Module) -> None:
-        f = outs[k]
-        devs.append(float(torch.linalg.norm(f - m(x_test)) / torch.linalg.norm(f)))
+        devs.append(float(torch.linalg.norm(outs[k] - m(z)) / torch.linalg.norm(outs[k])))
 
-    result_lin = train(lin, x, y, callback=compare, **train_kwargs)
+    result_lin = train(lin, x, y, steps=steps, callback=compare, **lin_kwargs)
     return max(devs), result.final_loss, result_lin.final_loss
+
+
+def linearized_deviation(spec, sweep, device, measure, ntk_profile, optimizer="gd"):
+    """Measure ``linearized-dynamics`` for one architecture over the sweep.
+
+    GD runs at the kernel regime's rate N / lambda_max (:func:`ntkcheck.train.kernel_lr`, muP
+    with its per-layer rates, which the linearization gets too), Adam at its default rate.
+    """
+    data = load_dataset("digits", n=ntk_profile.n_inputs + N_TEST, seed=0, device=device)
+    train_set, test_set = data.split(ntk_profile.n_inputs)
+    x, y, z = train_set.x, train_set.one_hot(), test_set.x
+    for width, seed in sweep:
+        net = spec.with_width(width).build(seed=measure.seed(spec, width=width, seed=seed),
+                                           input_shape=train_set.input_shape,
+                                           out_features=train_set.n_classes, device=device)
+        lin = linearize(net)
+        if optimizer == "adam":
+            kwargs, lin_kwargs = dict(lr=ADAM_LR, optimizer="adam"), {}
+        else:
+            lr, groups = kernel_lr(spec.with_width(width), net, x)
+            kwargs = dict(lr=lr, params=groups)
+            lin_kwargs = dict(params=lin.param_groups(groups)) if groups else {}
+        dev, loss, loss_lin = _deviation(net, lin, x, y, z, ntk_profile.train_steps, kwargs,
+                                         kwargs | lin_kwargs)
+        measure(spec, width=width, seed=seed, value=dev, train_loss=loss,
+                train_loss_lin=loss_lin, lr=kwargs["lr"], optimizer=optimizer)
 
 
 @pytest.mark.claim(**CLAIM)
@@ -71,30 +90,9 @@ def _max_deviation(net, x, y, x_test, **train_kwargs) -> tuple[float, float, flo
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=1, activation="erf"))
 def test_linearized_dynamics(spec, sweep, device, measure, ntk_profile):
-    train_set, test_set = _split(ntk_profile, device)
-    x, y = train_set.x, train_set.one_hot()
-    # N / lambda_max of the analytic NTK (per output unit): the kernel regime's natural rate.
-    lr = len(x) / float(torch.linalg.eigvalsh(analytic_kernels(spec, x).ntk)[-1])
-    for width, seed in sweep:
-        net = spec.with_width(width).build(seed=measure.seed(spec, width=width, seed=seed),
-                                           input_shape=train_set.input_shape,
-                                           out_features=train_set.n_classes, device=device)
-        dev, loss, loss_lin = _max_deviation(net, x, y, test_set.x, lr=lr,
-                                             steps=ntk_profile.train_steps)
-        measure(spec, width=width, seed=seed, value=dev, train_loss=loss,
-                train_loss_lin=loss_lin, lr=lr, optimizer="gd")
+    linearized_deviation(spec, sweep, device, measure, ntk_profile)
 
 
 @pytest.mark.claim(**CLAIM)
 def test_linearized_dynamics_practical(sweep, device, measure, ntk_profile):
-    spec = PRACTICAL
-    train_set, test_set = _split(ntk_profile, device)
-    x, y = train_set.x, train_set.one_hot()
-    for width, seed in sweep:
-        net = spec.with_width(width).build(seed=measure.seed(spec, width=width, seed=seed),
-                                           input_shape=train_set.input_shape,
-                                           out_features=train_set.n_classes, device=device)
-        dev, loss, loss_lin = _max_deviation(net, x, y, test_set.x, lr=ADAM_LR,
-                                             steps=ntk_profile.train_steps, optimizer="adam")
-        measure(spec, width=width, seed=seed, value=dev, train_loss=loss,
-                train_loss_lin=loss_lin, lr=ADAM_LR, optimizer="adam")
+    linearized_deviation(PRACTICAL, sweep, device, measure, ntk_profile, optimizer="adam")

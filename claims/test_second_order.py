@@ -22,17 +22,21 @@ directly. Four claims:
   with piecewise-linear activations (those drawn), ``||J_t - J_0||`` shrinks like
   ``width^(-1/4)``: each hidden unit moves by O(width^(-1/2)), so a fraction O(width^(-1/2))
   of units changes activation pattern (Du et al. 2018, Lemma 3.2 and Thm 3.2, whose
-  ``R = O(n / (sqrt(m) lambda_0))``), and ``||J - J_0||_F^2`` is that fraction.
+  ``R = O(n / (sqrt(m) lambda_0))``), and ``||J - J_0||_F^2`` is that fraction. The smooth
+  part of the change (the units' outputs moving, as for ``erf``) shrinks like
+  ``width^(-1/2)`` (Lee et al. 2019, Lemma 1) and dominates at small widths: for the pinned
+  ReLU network on diabetes the local slope measured between 256 and 65,536 units moves from
+  -0.50 through -0.39 and -0.33 to -0.23, so fits over ``quick``'s widths come out near -0.45.
 * ``ngd-rate``: the worst per-step contraction of NGD's squared residual over
   ``RATE_STEPS`` steps, relative to Zhang et al.'s ``1 - eta``: holds at ``<= 1``. On a
   linear model it is ``(1 - eta)^2 / (1 - eta) = 1 - eta`` (``reference``).
-* ``ngd-beats-gd``: steps to reach ``TARGET_FRACTION`` of the initial loss, tuned GD over NGD,
-  ``>= 2``. GD is tuned over ``GD_LR_FRACTIONS`` of ``2N / (lambda_max + lambda_min)`` of the
-  network's NTK Gram (the optimal constant step on a quadratic; Nesterov 2004, Thm 2.1.15);
-  both run at most ``budget = 4 * train_steps`` steps and a run that misses the target counts
-  as ``budget`` steps (so the ratio is a lower bound when only GD misses, and 1 when both
-  miss). ``reference`` is the same ratio for the linearized infinite-width network (analytic
-  NTK, same initial residual), in closed form.
+* ``ngd-beats-gd``: steps to reach ``TARGET_FRACTION`` (1/10) of the initial loss, tuned GD
+  over NGD, ``>= 2``. GD is tuned over ``GD_LR_FRACTIONS`` of ``2N / (lambda_max +
+  lambda_min)`` of the network's NTK Gram (the optimal constant step on a quadratic; Nesterov
+  2004, Thm 2.1.15); both run at most ``budget = 4 * train_steps`` steps and a run that misses
+  the target counts as ``budget`` steps (so the ratio is a lower bound when only GD misses,
+  and 1 when both miss). ``reference`` is the same ratio for the linearized infinite-width
+  network (analytic NTK, same initial residual), in closed form.
 
 Settings (each architecture id maps to one data set): MLPs (Zhang et al.'s two-layer network
 is pinned) regress scikit-learn's diabetes target (10 standardized features, standardized
@@ -46,7 +50,6 @@ every width; it uses 256 diabetes points and 64 digits images).
 from __future__ import annotations
 
 import functools
-import math
 
 import pytest
 import torch
@@ -55,24 +58,16 @@ from hypothesis import example, given
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.jacobian import (
-    DENSE_MAX_JACOBIAN,
-    gram_extreme_eigenvalues,
-    jacobian_distance,
-    jacobian_matrix,
-    stability_constant,
-    stability_radius,
-    trainable_params,
-)
+from ntkcheck.jacobian import gram_extreme_eigenvalues
 from ntkcheck.kernels import analytic_kernels
 from ntkcheck.secondorder import (
-    kernel_gd_losses,
+    jacobian_stability_along_ngd,
     kernel_ngd_losses,
+    kernel_race_to_target,
     natural_gradient_descent,
-    steps_to_target,
-    tuned_gradient_descent,
+    race_to_target,
+    worst_step_contraction,
 )
-from ntkcheck.train import mse_loss
 
 #: NGD step size ``eta`` (Zhang et al.'s Theorem 1 allows it for ``C <= 0.16``).
 ETA = 0.5
@@ -81,7 +76,7 @@ TRAJECTORY_STEPS = 8
 #: NGD steps over which the per-step contraction is measured.
 RATE_STEPS = 8
 #: ``ngd-beats-gd`` target: this fraction of the initial loss.
-TARGET_FRACTION = 1e-3
+TARGET_FRACTION = 0.1
 #: GD learning rates tried, as fractions of ``2N / (lambda_max + lambda_min)``.
 GD_LR_FRACTIONS = (1.0, 0.5, 0.25)
 #: Largest CNN width (channels) measured per profile; absent: every width.
@@ -114,9 +109,14 @@ def _units(spec: ArchSpec, sweep, profile):
 
 
 @functools.lru_cache(maxsize=16)
-def _analytic_ntk(spec: ArchSpec, name: str, n: int, device: str) -> torch.Tensor:
-    data = _dataset("digits" if name == "digits-onehot" else name, n, device)
-    return analytic_kernels(spec, data.x).ntk
+def _theta_inf_cached(spec: ArchSpec, name: str, n: int, device: str) -> torch.Tensor:
+    return analytic_kernels(spec, _dataset(name, n, device).x).ntk
+
+
+def _theta_inf(spec: ArchSpec, x: torch.Tensor, name: str) -> torch.Tensor:
+    """The analytic NTK Gram per output on the setting's inputs, cached per architecture."""
+    data = "digits" if name == "digits-onehot" else name
+    return _theta_inf_cached(spec, data, len(x), str(x.device))
 
 
 def _build(spec, width, init, x, y, device):
@@ -140,7 +140,7 @@ FULL_RANK = dict(
 
 def _full_rank(spec, sweep, device, measure, profile):
     x, y, name = _setting(spec, profile, device)
-    lam_inf = torch.linalg.eigvalsh(_analytic_ntk(spec, name, len(x), str(device)))
+    lam_inf = torch.linalg.eigvalsh(_theta_inf(spec, x, name))
     lam_min_inf, lam_max_inf = float(lam_inf[0]), float(lam_inf[-1])
     for width, seed in _units(spec, sweep, profile):
         init = measure.seed(spec, width=width, seed=seed)
@@ -152,7 +152,7 @@ def _full_rank(spec, sweep, device, measure, profile):
 
 
 @pytest.mark.claim(**FULL_RANK)
-@given(spec=strategies.mlps(max_depth=2, activations=("relu", "erf", "tanh")))
+@given(spec=strategies.mlps(max_depth=2, activations=("relu", "erf", "gelu")))
 @example(spec=PINNED_MLP)
 def test_jacobian_full_rank(spec, sweep, device, measure, ntk_profile):
     _full_rank(spec, sweep, device, measure, ntk_profile)
@@ -176,39 +176,16 @@ STABLE = dict(
 )
 
 
-def stability_unit(spec, x, y, width, init, device) -> dict:
-    """Train a fresh network by NGD and measure ``C'`` along the way (public for the tests)."""
-    net = _build(spec, width, init, x, y, device)
-    params0 = {k: v.clone() for k, v in trainable_params(net).items()}
-    lam0, lam_max = gram_extreme_eigenvalues(net, x)
-    n_params = sum(v.numel() for v in params0.values())
-    jac0 = jacobian_matrix(net, x) if y.numel() * n_params <= DENSE_MAX_JACOBIAN else None
-    with torch.no_grad():
-        residual0 = float(torch.linalg.norm(net(x) - y))
-    changes, moves = [], []
-
-    def record(step, model):
-        if step == 0:
-            return
-        changes.append(jacobian_distance(model, x, params0, jacobian0=jac0))
-        moves.append(math.sqrt(sum(float((p - params0[k]).pow(2).sum())
-                                   for k, p in trainable_params(model).items())))
-
-    result = natural_gradient_descent(net, x, y, lr=ETA, steps=TRAJECTORY_STEPS,
-                                      callback=record)
-    radius = stability_radius(residual0, lam0) if lam0 > 0 else math.inf
-    return dict(value=stability_constant(max(changes), lam0), lambda_0=lam0,
-                lambda_max=lam_max, max_jacobian_change=max(changes),
-                max_move_over_radius=max(moves) / radius,
-                final_loss_ratio=result.losses[-1] / result.losses[0])
-
-
 def _stable(spec, sweep, device, measure, profile):
     x, y, name = _setting(spec, profile, device)
     for width, seed in _units(spec, sweep, profile):
         init = measure.seed(spec, width=width, seed=seed)
-        out = stability_unit(spec, x, y, width, init, device)
-        measure(spec, width=width, seed=seed, **out, dataset=name)
+        run = jacobian_stability_along_ngd(_build(spec, width, init, x, y, device), x, y,
+                                           lr=ETA, steps=TRAJECTORY_STEPS)
+        measure(spec, width=width, seed=seed, value=run.c_prime, lambda_0=run.lambda_0,
+                lambda_max=run.lambda_max, max_jacobian_change=run.max_jacobian_change,
+                max_move_over_radius=run.max_move_over_radius,
+                final_loss_ratio=run.losses[-1] / run.losses[0], dataset=name)
 
 
 @pytest.mark.claim(**STABLE)
@@ -225,14 +202,6 @@ def test_jacobian_stable_cnn(sweep, device, measure, ntk_profile):
 
 # --------------------------------------------------------------------------------- ngd-rate
 
-
-def worst_contraction(losses, eta: float) -> float:
-    """``max_k (L_{k+1} / L_k) / (1 - eta)`` over the steps whose loss is above round-off."""
-    floor = 1e-20 * losses[0]
-    ratios = [b / a for a, b in zip(losses[:-1], losses[1:], strict=True) if a > floor]
-    return max(ratios) / (1 - eta)
-
-
 RATE = dict(
     id="ngd-rate",
     statement="Each natural-gradient step contracts the squared residual by at least 1 - η",
@@ -244,7 +213,7 @@ RATE = dict(
 
 def _ngd_rate(spec, sweep, device, measure, profile):
     x, y, name = _setting(spec, profile, device)
-    theta_inf = _analytic_ntk(spec, name, len(x), str(device))
+    theta_inf = _theta_inf(spec, x, name)
     for width, seed in _units(spec, sweep, profile):
         init = measure.seed(spec, width=width, seed=seed)
         net = _build(spec, width, init, x, y, device)
@@ -252,8 +221,8 @@ def _ngd_rate(spec, sweep, device, measure, profile):
             r0 = net(x) - y
         losses = natural_gradient_descent(net, x, y, lr=ETA, steps=RATE_STEPS).losses
         linear = kernel_ngd_losses(theta_inf, r0, lr=ETA, steps=RATE_STEPS)
-        measure(spec, width=width, seed=seed, value=worst_contraction(losses, ETA),
-                reference=worst_contraction(list(linear), ETA),
+        measure(spec, width=width, seed=seed, value=worst_step_contraction(losses, ETA),
+                reference=worst_step_contraction(list(linear), ETA),
                 final_loss_ratio=losses[-1] / losses[0], dataset=name)
 
 
@@ -276,49 +245,29 @@ BEATS = dict(
     statement="Natural gradient descent reaches a target loss in at most half the steps of "
               "tuned gradient descent",
     source="Zhang, Martens & Grosse 2019, Thm 1 vs Du et al. 2018, Thm 4.1",
-    metric="steps of tuned GD / steps of NGD (η = 0.5) to 1e-3 of the initial MSE",
+    metric="steps of tuned GD / steps of NGD (η = 0.5) to 1/10 of the initial MSE",
     tolerance=2.0,
     direction="above",
 )
 
 
-def race_unit(spec, x, y, width, init, device, budget, theta_inf=None) -> dict:
-    """Steps of NGD and of tuned GD to the target (public for the tests)."""
-    net = _build(spec, width, init, x, y, device)
-    lam_min, lam_max = gram_extreme_eigenvalues(net, x)
-    n = len(x)
-    with torch.no_grad():
-        r0 = net(x) - y
-        loss0 = float(mse_loss(net(x), y))
-    target = TARGET_FRACTION * loss0
-    lrs = [c * 2 * n / (lam_max + lam_min) for c in GD_LR_FRACTIONS]
-    gd = tuned_gradient_descent(net, x, y, lrs=lrs, target_loss=target, max_steps=budget)
-    ngd = natural_gradient_descent(net, x, y, lr=ETA, steps=budget, target_loss=target)
-    gd_steps = gd.steps if gd.steps is not None else budget
-    ngd_steps = ngd.steps if ngd.reached else budget
-    out = dict(value=gd_steps / max(ngd_steps, 1), gd_steps=gd_steps, ngd_steps=ngd_steps,
-               gd_reached=gd.steps is not None, ngd_reached=bool(ngd.reached),
-               gd_lr=gd.lr, budget=budget,
-               condition_number=lam_max / lam_min if lam_min > 0 else math.inf)
-    if theta_inf is not None:  # the linearized infinite-width network, same residual
-        lam = torch.linalg.eigvalsh(theta_inf)
-        ref_lrs = [c * 2 * n / float(lam[-1] + lam[0]) for c in GD_LR_FRACTIONS]
-        ref_gd = min((steps_to_target(kernel_gd_losses(theta_inf, r0, lr=lr, steps=budget),
-                                      target) or budget) for lr in ref_lrs)
-        ref_ngd = steps_to_target(kernel_ngd_losses(theta_inf, r0, lr=ETA, steps=budget),
-                                  target) or budget
-        out["reference"] = ref_gd / max(ref_ngd, 1)
-    return out
-
-
 def _beats(spec, sweep, device, measure, profile):
     x, y, name = _setting(spec, profile, device)
-    theta_inf = _analytic_ntk(spec, name, len(x), str(device))
+    theta_inf = _theta_inf(spec, x, name)
     budget = 4 * profile.train_steps
+    race = dict(eta=ETA, target_fraction=TARGET_FRACTION, lr_fractions=GD_LR_FRACTIONS,
+                budget=budget)
     for width, seed in _units(spec, sweep, profile):
         init = measure.seed(spec, width=width, seed=seed)
-        out = race_unit(spec, x, y, width, init, device, budget, theta_inf)
-        measure(spec, width=width, seed=seed, **out, dataset=name)
+        net = _build(spec, width, init, x, y, device)
+        with torch.no_grad():
+            r0 = net(x) - y
+        run = race_to_target(net, x, y, **race)
+        limit = kernel_race_to_target(theta_inf, r0, **race)
+        measure(spec, width=width, seed=seed, value=run.ratio, reference=limit.ratio,
+                gd_steps=run.gd_steps, ngd_steps=run.ngd_steps, gd_lr=run.gd_lr,
+                budget=budget, gd_steps_inf=limit.gd_steps, ngd_steps_inf=limit.ngd_steps,
+                dataset=name)
 
 
 @pytest.mark.claim(**BEATS)

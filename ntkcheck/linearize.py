@@ -77,6 +77,19 @@ class LinearizedModel(nn.Module):
         """``theta - theta_0`` by parameter name (differentiable w.r.t. ``theta``)."""
         return {name: self.theta[_key(name)] - p0 for name, p0 in self.theta_0().items()}
 
+    def param_groups(self, groups: list[dict]) -> list[dict]:
+        """The network's parameter groups (with ``"name"`` keys, e.g. from
+        :func:`ntkcheck.arch.param_groups`) mapped onto this model's ``theta``.
+
+        Raises:
+            KeyError: If a group names no trainable parameter of the network.
+
+        """
+        unknown = [g["name"] for g in groups if g["name"] not in self.names]
+        if unknown:
+            raise KeyError(f"no trainable parameter(s) {unknown} in the linearized network")
+        return [{**g, "params": [self.theta[_key(g["name"])]]} for g in groups]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``f(x; theta_0) + J(x; theta_0)(theta - theta_0)``, one ``torch.func.jvp``."""
         primals = self.theta_0()

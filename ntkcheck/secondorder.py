@@ -45,11 +45,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntkcheck.jacobian import JacobianOperator, ntk_gram
+from ntkcheck.jacobian import (
+    DENSE_MAX_JACOBIAN,
+    JacobianOperator,
+    gram_extreme_eigenvalues,
+    jacobian_distance,
+    jacobian_matrix,
+    ntk_gram,
+    stability_constant,
+    stability_radius,
+    trainable_params,
+)
 from ntkcheck.train import TrainingDiverged, TrainResult, mse_loss, train
 
-__all__ = ["TunedRun", "gauss_newton_direction", "kernel_gd_losses", "kernel_ngd_losses",
-           "natural_gradient_descent", "steps_to_target", "tuned_gradient_descent"]
+__all__ = ["Race", "StabilityRun", "TunedRun", "censored_ratio", "gauss_newton_direction",
+           "gd_learning_rates", "jacobian_stability_along_ngd", "kernel_gd_losses",
+           "kernel_ngd_losses", "kernel_race_to_target", "natural_gradient_descent",
+           "race_to_target", "steps_to_target", "tuned_gradient_descent",
+           "worst_step_contraction"]
 
 
 def gauss_newton_direction(model: nn.Module, x: torch.Tensor, residual: torch.Tensor, *,
@@ -301,3 +314,242 @@ def kernel_ngd_losses(kernel: torch.Tensor, residual: torch.Tensor, *, lr: float
     factor = (1.0 - lr * gain) ** 2
     k = np.arange(steps + 1)[:, None]
     return (factor[None, :] ** k * energy[None, :]).sum(axis=1) / (2 * n)
+
+
+@dataclass(frozen=True)
+class StabilityRun:
+    """The Jacobian's change along a natural-gradient trajectory (Zhang et al.'s Condition 2).
+
+    Attributes:
+        c_prime: ``C' = 3 max_t ||J(theta_t) - J(theta_0)||_2 / sqrt(lambda_0)``
+            (:func:`ntkcheck.jacobian.stability_constant`); Condition 2 needs ``<= 1/2``.
+        lambda_0: ``lambda_min(J_0 J_0^T)``.
+        lambda_max: ``lambda_max(J_0 J_0^T)``.
+        max_jacobian_change: ``max_t ||J(theta_t) - J(theta_0)||_2`` over ``t = 1 .. steps``.
+        max_move_over_radius: ``max_t ||theta_t - theta_0||_2`` divided by the radius
+            ``3 ||y - u_0||_2 / sqrt(lambda_0)`` of Condition 2 (``0`` when
+            ``lambda_0 <= 0``): below 1, the trajectory stays inside the ball.
+        losses: The MSE after ``0 .. steps`` steps.
+
+    """
+
+    c_prime: float
+    lambda_0: float
+    lambda_max: float
+    max_jacobian_change: float
+    max_move_over_radius: float
+    losses: list[float]
+
+
+def jacobian_stability_along_ngd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                                 lr: float, steps: int, damping: float = 0.0) -> StabilityRun:
+    """Train by NGD in place and measure how far the Jacobian moves from its initial value.
+
+    At every iterate ``theta_t`` (``t = 1 .. steps``) of :func:`natural_gradient_descent`,
+    ``||J(theta_t) - J(theta_0)||_2`` is computed by :func:`ntkcheck.jacobian.jacobian_distance`
+    (dense with ``J_0`` reused, or Lanczos for large Jacobians).
+
+    Args:
+        model: Network at initialization, in eval mode; trained in place.
+        x: ``(N, *input_shape)`` inputs.
+        y: ``(N, O)`` targets.
+        lr: NGD step size ``eta``.
+        steps: Number of NGD steps (at least 1).
+        damping: NGD damping (units of the NTK Gram matrix).
+
+    Returns:
+        A :class:`StabilityRun`.
+
+    Raises:
+        ValueError: If ``steps < 1``, or as :func:`natural_gradient_descent`.
+
+    """
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    params0 = {k: v.clone() for k, v in trainable_params(model).items()}
+    lam0, lam_max = gram_extreme_eigenvalues(model, x)
+    n_params = sum(v.numel() for v in params0.values())
+    dense = y.numel() * n_params <= DENSE_MAX_JACOBIAN
+    jac0 = jacobian_matrix(model, x) if dense else None
+    with torch.no_grad():
+        residual0 = float(torch.linalg.norm(model(x) - y))
+    changes: list[float] = []
+    moves: list[float] = []
+
+    def record(step: int, net: nn.Module) -> None:
+        if step == 0:
+            return
+        changes.append(jacobian_distance(net, x, params0, jacobian0=jac0))
+        moves.append(math.sqrt(sum(float((p - params0[k]).pow(2).sum())
+                                   for k, p in trainable_params(net).items())))
+
+    result = natural_gradient_descent(model, x, y, lr=lr, steps=steps, damping=damping,
+                                      callback=record)
+    radius = stability_radius(residual0, lam0) if lam0 > 0 else math.inf
+    return StabilityRun(c_prime=stability_constant(max(changes), lam0), lambda_0=lam0,
+                        lambda_max=lam_max, max_jacobian_change=max(changes),
+                        max_move_over_radius=max(moves) / radius, losses=result.losses)
+
+
+def censored_ratio(slow_steps: int | None, fast_steps: int | None, budget: int) -> float:
+    """``slow / fast`` steps, a run that missed its target counting as ``budget`` steps.
+
+    So the ratio is a lower bound when only the slow run missed, an upper bound when only the
+    fast one did, and 1 when both did.
+
+    Raises:
+        ValueError: If ``budget < 1``.
+
+    """
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    slow = budget if slow_steps is None else slow_steps
+    fast = budget if fast_steps is None else fast_steps
+    return max(slow, 1) / max(fast, 1)
+
+
+@dataclass(frozen=True)
+class Race:
+    """Steps natural gradient and tuned gradient descent take to a target loss.
+
+    Attributes:
+        ngd_steps: NGD steps to the target, or None if it was not reached within ``budget``.
+        gd_steps: Fewest GD steps over the learning-rate grid, or None.
+        gd_lr: The learning rate of ``gd_steps`` (None if no rate reached the target).
+        target: The target MSE.
+        budget: Step budget of each run.
+        ratio: :func:`censored_ratio` ``(gd_steps, ngd_steps, budget)``.
+
+    """
+
+    ngd_steps: int | None
+    gd_steps: int | None
+    gd_lr: float | None
+    target: float
+    budget: int
+    ratio: float
+
+
+def gd_learning_rates(lambda_min: float, lambda_max: float, n: int,
+                      fractions: Sequence[float]) -> list[float]:
+    """``c * 2N / (lambda_max + lambda_min)`` for each fraction ``c``.
+
+    ``2N / (lambda_max + lambda_min)`` is the fastest constant GD step on the quadratic the
+    linearized network defines (Nesterov 2004, Thm 2.1.15, in :mod:`ntkcheck.train`'s units).
+    On a residual dominated by the top eigendirection a smaller step can be faster: that
+    direction's factor ``1 - lr lambda_max / N`` is near ``-1`` at the fastest step.
+
+    Raises:
+        ValueError: If ``lambda_max <= 0``.
+
+    """
+    if not lambda_max > 0:
+        raise ValueError(f"lambda_max must be > 0, got {lambda_max}")
+    return [c * 2 * n / (lambda_max + max(lambda_min, 0.0)) for c in fractions]
+
+
+def race_to_target(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eta: float,
+                   target_fraction: float, lr_fractions: Sequence[float], budget: int
+                   ) -> Race:
+    """NGD vs tuned GD from the same initialization, to ``target_fraction`` of the initial MSE.
+
+    GD tries :func:`gd_learning_rates` of the network's NTK Gram matrix at initialization
+    (:func:`tuned_gradient_descent`); NGD runs with step ``eta``. Neither changes ``model``.
+
+    Args:
+        model: Network at initialization (not modified).
+        x: ``(N, *input_shape)`` inputs.
+        y: ``(N, O)`` targets.
+        eta: NGD step size.
+        target_fraction: Target as a fraction of the initial MSE, in ``(0, 1)``.
+        lr_fractions: GD learning rates as fractions of ``2N / (lambda_max + lambda_min)``.
+        budget: Step budget of every run.
+
+    Returns:
+        A :class:`Race`.
+
+    Raises:
+        ValueError: On a ``target_fraction`` outside ``(0, 1)`` or a budget below 1.
+
+    """
+    if not 0 < target_fraction < 1:
+        raise ValueError(f"target_fraction must be in (0, 1), got {target_fraction}")
+    if not (isinstance(budget, int) and budget >= 1):
+        raise ValueError(f"budget must be an int >= 1, got {budget!r}")
+    lam_min, lam_max = gram_extreme_eigenvalues(model, x)
+    with torch.no_grad():
+        target = target_fraction * float(mse_loss(model(x), y))
+    lrs = gd_learning_rates(lam_min, lam_max, len(x), lr_fractions)
+    gd = tuned_gradient_descent(model, x, y, lrs=lrs, target_loss=target, max_steps=budget)
+    ngd = natural_gradient_descent(copy.deepcopy(model), x, y, lr=eta, steps=budget,
+                                   target_loss=target)
+    ngd_steps = ngd.steps if ngd.reached else None
+    return Race(ngd_steps=ngd_steps, gd_steps=gd.steps, gd_lr=gd.lr, target=target,
+                budget=budget, ratio=censored_ratio(gd.steps, ngd_steps, budget))
+
+
+def kernel_race_to_target(kernel: torch.Tensor, residual: torch.Tensor, *, eta: float,
+                          target_fraction: float, lr_fractions: Sequence[float], budget: int
+                          ) -> Race:
+    """:func:`race_to_target` for the linearized model with a fixed kernel, in closed form.
+
+    Uses :func:`kernel_gd_losses` and :func:`kernel_ngd_losses` with the learning-rate grid of
+    the kernel's own extreme eigenvalues, e.g. for the infinite-width network (analytic NTK)
+    from the finite network's initial residual.
+
+    Args:
+        kernel: ``(N, N)`` kernel Gram matrix (per output; ``Theta ⊗ I_O`` is implied).
+        residual: ``r_0 = f_0(X) - y``, ``(N, O)``.
+        eta: NGD step size.
+        target_fraction: Target as a fraction of the initial MSE, in ``(0, 1)``.
+        lr_fractions: GD learning rates as fractions of ``2N / (lambda_max + lambda_min)``.
+        budget: Step budget.
+
+    Returns:
+        A :class:`Race` (``gd_lr`` the fastest rate, None if none reached the target).
+
+    """
+    lam = torch.linalg.eigvalsh(kernel.detach().to(torch.float64))
+    n = kernel.shape[0]
+    best: tuple[int, float] | None = None
+    target = None
+    for lr in gd_learning_rates(float(lam[0]), float(lam[-1]), n, lr_fractions):
+        losses = kernel_gd_losses(kernel, residual, lr=lr, steps=budget)
+        target = target_fraction * losses[0]
+        k = steps_to_target(losses, target)
+        if k is not None and (best is None or k < best[0]):
+            best = (k, lr)
+    ngd = kernel_ngd_losses(kernel, residual, lr=eta, steps=budget)
+    target = target_fraction * ngd[0]
+    ngd_steps = steps_to_target(ngd, target)
+    gd_steps = best[0] if best else None
+    return Race(ngd_steps=ngd_steps, gd_steps=gd_steps, gd_lr=best[1] if best else None,
+                target=float(target), budget=budget,
+                ratio=censored_ratio(gd_steps, ngd_steps, budget))
+
+
+def worst_step_contraction(losses: Sequence[float], eta: float, *, floor: float = 1e-20
+                           ) -> float:
+    """``max_k (L_{k+1} / L_k) / (1 - eta)``: the worst per-step contraction vs Zhang et al.
+
+    ``L_k`` is proportional to the squared residual ``||y - u_k||^2``; Zhang, Martens & Grosse
+    2019 (Thm 1) bound every ratio ``L_{k+1} / L_k`` by ``1 - eta``, so the result is ``<= 1``
+    where their bound holds (``1 - eta`` for a linear model at ``damping = 0``). Steps from a
+    loss below ``floor * L_0`` (round-off) are skipped.
+
+    Args:
+        losses: MSE after ``0, 1, ...`` steps (at least two values, ``L_0 > 0``).
+        eta: The NGD step size, in ``(0, 1)``.
+        floor: Relative loss below which steps are ignored.
+
+    Raises:
+        ValueError: With fewer than two losses, ``L_0 <= 0`` or ``eta`` outside ``(0, 1)``.
+
+    """
+    if len(losses) < 2 or not losses[0] > 0:
+        raise ValueError("need at least two losses with a positive initial loss")
+    if not 0 < eta < 1:
+        raise ValueError(f"eta must be in (0, 1), got {eta}")
+    ratios = [b / a for a, b in zip(losses[:-1], losses[1:], strict=True)
+              if a > floor * losses[0]]
+    return max(ratios) / (1 - eta)

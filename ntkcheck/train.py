@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 __all__ = ["LOSSES", "OPTIMIZERS", "TrainResult", "TrainingDiverged", "accuracy",
-           "cross_entropy_loss", "gradient_descent", "mse_loss", "steps_for_time", "train"]
+           "cross_entropy_loss", "gradient_descent", "kernel_lr", "mse_loss", "steps_for_time",
+           "train"]
 
 #: Loss names accepted by :func:`train`.
 LOSSES = ("mse", "cross_entropy")
@@ -94,6 +95,46 @@ def steps_for_time(t: float, lr: float) -> int:
     if not t >= 0 or not lr > 0:
         raise ValueError(f"need t >= 0 and lr > 0, got t={t!r}, lr={lr!r}")
     return int(round(t / lr))
+
+
+def kernel_lr(spec, model: nn.Module, x: torch.Tensor,
+              factor: float = 1.0) -> tuple[float, list[dict] | None]:
+    """The kernel regime's natural full-batch learning rate ``factor * N / lambda_max``.
+
+    ``lambda_max`` is the largest eigenvalue of the NTK Gram matrix that gradient descent
+    follows (module docstring): for ``"ntk"`` and ``"standard"`` the analytic NTK
+    (:func:`ntkcheck.kernels.analytic_kernels`, at ``spec``'s width for ``"standard"``, whose
+    NTK grows with the width); for ``"mup"`` the learning-rate-weighted empirical NTK of
+    ``model`` at its current parameters (:func:`ntkcheck.features.lr_weighted_ntk`) with muP's
+    per-layer rates (:func:`ntkcheck.arch.param_groups`). ``factor = 1`` contracts the top
+    residual mode in one step; GD is stable for ``factor < 2`` in the kernel regime.
+
+    Args:
+        spec: The :class:`ntkcheck.arch.ArchSpec` ``model`` was built from (with its width).
+        model: The network.
+        x: Training inputs ``(N, *input_shape)``.
+        factor: Multiple of ``N / lambda_max``.
+
+    Returns:
+        ``(lr, params)``: the base rate, and for muP the parameter groups to pass to
+        :func:`train` as ``params`` (None otherwise: one rate for every parameter).
+
+    Raises:
+        NotImplementedError: For a family without an analytic kernel (see
+            :func:`ntkcheck.kernels.analytic_kernels`).
+
+    """
+    from ntkcheck.arch import param_groups
+    from ntkcheck.features import lr_weighted_ntk
+    from ntkcheck.kernels import analytic_kernels
+
+    n = len(x)
+    if spec.parametrization == "mup":
+        gram = lr_weighted_ntk(model, x, param_groups(model, 1.0), 1.0)
+        lr = factor * n / float(torch.linalg.eigvalsh(gram.double())[-1])
+        return lr, param_groups(model, lr)
+    gram = analytic_kernels(spec, x).ntk
+    return factor * n / float(torch.linalg.eigvalsh(gram)[-1]), None
 
 
 @dataclass

@@ -47,3 +47,15 @@ def test_schema_accepts_a_valid_record():
 def test_schema_rejects_bad_records(bad):
     with pytest.raises(pandera.errors.SchemaError):
         record_schema(["ntk-at-init"]).validate(_records(**bad))
+
+
+def test_claim_scale_and_trend_keys():
+    default = Claim.from_marker_kwargs(BASE)
+    assert default.scale == "log" and default.trend is None
+    assert "scale" not in default.to_dict() and "trend" not in default.to_dict()
+    claim = Claim.from_marker_kwargs({**BASE, "scale": "semilog", "trend": "decreasing"})
+    assert claim.scale == "semilog" and claim.trend == "decreasing"
+    assert claim.to_dict()["trend"] == "decreasing"
+    for bad in ({"scale": "linear"}, {"trend": "down"}, {"trend": True}):
+        with pytest.raises(ClaimError):
+            Claim.from_marker_kwargs({**BASE, **bad})

@@ -58,3 +58,18 @@ def test_extrapolate_width_of_a_nearly_flat_fit_is_infinite():
 
     flat = RateFit(slope=-1e-6, intercept=0.0, slope_low=-1e-5, slope_high=1e-5, n=12)
     assert extrapolate_width(flat, 0.1) == math.inf
+
+
+def test_semilog_fit_recovers_a_logarithmic_trend_of_any_sign():
+    widths = [64, 256, 1024, 4096]
+    values = [0.3 - 0.05 * math.log(w) for w in widths]  # crosses zero near w = 403
+    fit = fit_rate(widths, values, scale="semilog")
+    assert fit.n == 4 and fit.slope == pytest.approx(-0.05, abs=1e-12)
+    assert fit.intercept == pytest.approx(0.3, abs=1e-12)
+    assert fit.slope_low == pytest.approx(fit.slope_high, abs=1e-9)
+    assert math.isnan(fit_rate(widths, values).slope)  # log-log: two positive values only
+    w0 = math.exp(0.3 / 0.05)  # where the trend reaches a tolerance of 0
+    assert extrapolate_width(fit, 0.0, scale="semilog") == pytest.approx(w0, rel=1e-9)
+    assert math.isnan(extrapolate_width(fit, 0.0, direction="above", scale="semilog"))
+    with pytest.raises(ValueError, match="scale"):
+        fit_rate(widths, values, scale="loglog")

@@ -40,3 +40,36 @@ def test_holds_from_requires_every_wider_width():
 def test_empty_records_give_empty_tables():
     per_width, per_arch = compute_verdicts(pd.DataFrame(), {"c": CLAIM})
     assert per_width.empty and per_arch.empty
+
+
+def test_trend_claims_need_the_slope_interval_on_their_side():
+    trend = Claim(id="c", statement="s", source="s", metric="m", tolerance=1.0,
+                  scale="semilog", trend="decreasing")
+    falling = _records({64: [0.30, 0.32], 256: [0.21, 0.20], 1024: [0.09, 0.11],
+                        4096: [-0.01, 0.01]})
+    flat = _records({64: [0.1, 0.3], 256: [0.3, 0.1], 1024: [0.1, 0.3], 4096: [0.3, 0.1]},
+                    arch="b")
+    _, per_arch = compute_verdicts(pd.DataFrame(falling + flat), {"c": trend})
+    a, b = per_arch.set_index("arch_id").loc["a"], per_arch.set_index("arch_id").loc["b"]
+    assert a.holds_at_widest and a.slope_high < 0 and a.holds_from_width == 64
+    assert "decreasing: the slope's interval lies below 0" in a.message
+    assert "per e-fold of width" in a.message
+    assert not b.holds_at_widest and math.isnan(b.holds_from_width)
+    assert b.message.startswith("fails the trend test, not shown decreasing")
+    assert "tolerance holds at every width swept" in b.message
+    rising = Claim(**{**trend.to_dict(), "trend": "increasing"})
+    _, per_arch = compute_verdicts(pd.DataFrame(falling), {"c": rising})
+    assert not per_arch.iloc[0].holds_at_widest
+    two = _records({64: [0.3], 256: [0.1]})  # no fit with two widths: the trend is not shown
+    _, per_arch = compute_verdicts(pd.DataFrame(two), {"c": trend})
+    assert not per_arch.iloc[0].holds_at_widest
+    assert "no slope fitted" in per_arch.iloc[0].message
+
+
+def test_claims_without_a_trend_keep_their_verdicts():
+    recs = pd.DataFrame(_records({16: [0.5], 64: [0.25], 256: [0.125], 1024: [0.0625]}))
+    plain = compute_verdicts(recs, {"c": CLAIM})[1]
+    logged = compute_verdicts(recs, {"c": Claim(**{**CLAIM.to_dict(), "scale": "log"})})[1]
+    pd.testing.assert_frame_equal(plain, logged)
+    assert plain.iloc[0].message == ("holds from width 1,024; fitted slope -0.50 [-0.50, -0.50] "
+                                     "vs predicted -0.50 (consistent)")

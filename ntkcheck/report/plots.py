@@ -72,6 +72,9 @@ class PlotSeries:
         slope_high: Upper end of the slope's 95% interval.
         intercept: Fitted intercept of ``ln(value) = intercept + slope * ln(width)``
             (natural logarithms, as :func:`ntkcheck.metrics.fit_rate` fits).
+        reference: Optional reference value of each measurement (e.g. the metric's
+            infinite-width value, the ``reference`` column of a claim's records), aligned with
+            ``widths``; NaN where there is none. Drawn per width as the mean over seeds.
 
     """
 
@@ -83,6 +86,7 @@ class PlotSeries:
     slope_low: float = math.nan
     slope_high: float = math.nan
     intercept: float = math.nan
+    reference: Sequence[float] | None = None
 
 
 def palette(keys: Sequence[str]) -> dict[str, str]:
@@ -167,6 +171,23 @@ def _draw_series(ax, s: PlotSeries, color: str, log_y: bool, rate, point_idx) ->
     return False
 
 
+def _draw_reference(ax, s: PlotSeries, color: str, log_y: bool) -> bool:
+    """Draw a series' reference (mean per width) as a thin dash-dot line; return if drawn."""
+    if s.reference is None:
+        return False
+    w = np.asarray(s.widths, dtype=float)
+    r = np.asarray(s.reference, dtype=float)
+    ok = np.isfinite(w) & np.isfinite(r) & (w > 0) & ((r > 0) if log_y else True)
+    if not ok.any():
+        return False
+    uw = np.unique(w[ok])
+    mean = np.array([r[ok & (w == x)].mean() for x in uw])
+    if uw.size == 1:  # one width: a short horizontal segment around it
+        uw, mean = np.array([uw[0] / 1.5, uw[0] * 1.5]), np.repeat(mean, 2)
+    ax.plot(uw, mean, ls=(0, (6, 2, 1, 2)), lw=1.2, color=color, alpha=0.85)
+    return True
+
+
 def svg_loglog(
     series: Sequence[PlotSeries],
     *,
@@ -185,7 +206,8 @@ def svg_loglog(
     line with markers over a band spanning the seeds' min..max, the fitted
     power law as a dashed line (slope and interval in the legend) and the
     predicted slope as a dotted line anchored at the first width's mean, and the fitted slope's
-    95% interval as a faint band around the fitted line. The
+    95% interval as a faint band around the fitted line; a series' ``reference`` (e.g. the
+    infinite-width value) is a thin dash-dot line of its colour. The
     tolerance is a horizontal line. On the log y axis, nonpositive values,
     means and bands are not drawn (the means still include every value);
     when no value is positive the y axis is linear and no fit or predicted
@@ -220,16 +242,20 @@ def svg_loglog(
         ax = fig.add_subplot()
         ax.set_xscale("log", base=2)
         ax.set_yscale("log" if log_y else "linear")
-        drew_rate = False
+        drew_rate = drew_reference = False
         for i, s in enumerate(series):
             color = s.color or PALETTE[i % len(PALETTE)]
             drew_rate |= _draw_series(
                 ax, s, color, log_y, predicted_rate, lambda n: _subsample(n, per_series)
             )
+            drew_reference |= _draw_reference(ax, s, color, log_y)
         handles, labels = ax.get_legend_handles_labels()
         if drew_rate:
             handles.append(Line2D([], [], ls=":", lw=1.3, color="0.25"))
             labels.append(f"predicted slope {sig(predicted_rate, 3)}")
+        if drew_reference:
+            handles.append(Line2D([], [], ls=(0, (6, 2, 1, 2)), lw=1.2, color="0.25"))
+            labels.append("reference (e.g. infinite width)")
         if _finite(tolerance) and (tolerance > 0 or not log_y):
             handles.append(ax.axhline(tolerance, color="0.35", lw=1.0, ls="-."))
             labels.append(f"tolerance {sig(tolerance, 3)}")

@@ -122,6 +122,9 @@ def _plot(
     values = pd.to_numeric(records["value"], errors="coerce")
     w = pd.to_numeric(records["width"], errors="coerce")
     arch = records["arch_id"].astype(str)
+    # A claim may record the metric's reference value (e.g. its infinite-width limit).
+    reference = (pd.to_numeric(records["reference"], errors="coerce")
+                 if "reference" in records.columns else None)
     for a in sorted(arch.unique()):
         mask = (arch == a).to_numpy()
         fit = fits.get(a, {})
@@ -135,6 +138,7 @@ def _plot(
                 slope_low=_float(fit.get("slope_low")),
                 slope_high=_float(fit.get("slope_high")),
                 intercept=_float(fit.get("intercept")),
+                reference=None if reference is None else reference[mask].to_numpy(dtype=float),
             )
         )
     finite = values[values.notna()]

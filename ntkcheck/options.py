@@ -1,0 +1,87 @@
+"""Options, resolved settings and the shared keys of the ntkcheck pytest plugin.
+
+The plugin's pieces (:mod:`ntkcheck.plugin`, :mod:`ntkcheck.fixtures`,
+:mod:`ntkcheck.recorder`, :mod:`ntkcheck.runwriter`, :mod:`ntkcheck.hypothesis_support`)
+share the run's :class:`Settings` and per-item state through the pytest stash keys defined
+here, and records travel on test reports under :data:`RECORD_KEY`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ntkcheck.profiles import Profile, get_profile, parse_widths
+from ntkcheck.runtime import (
+    Deadline,
+    PartFile,
+)
+from ntkcheck.sweep import Shard, parse_shard
+
+if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
+    pass
+
+
+RECORD_KEY = "ntkcheck.record"
+CLAIM_KEY = "ntkcheck.claim"
+SHRUNK_KEY = "ntkcheck.shrunk"
+
+_CRASH = re.compile(r"worker '[^']+' crashed while running")
+_SETTINGS = pytest.StashKey["Settings"]()
+_RUN = pytest.StashKey["RunWriter"]()
+_CLAIM = pytest.StashKey["Claim"]()
+_TIMEOUT = pytest.StashKey["float | None"]()
+_SINK = pytest.StashKey[PartFile]()
+_DEADLINE = pytest.StashKey[Deadline]()
+_RECORDER = pytest.StashKey["Recorder"]()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved options of a run."""
+
+    profile: Profile
+    device: str
+    report_dir: Path
+    shard: Shard | None = None
+
+
+def _option(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(f"ntk_{name}")
+    if value is None:
+        value = config.getini(f"ntk_{name}") or None
+    return value
+
+
+def _resolve_settings(config: pytest.Config) -> Settings:
+    try:
+        profile = get_profile(_option(config, "profile") or "quick")
+        widths_opt = _option(config, "widths")
+        seeds_opt = _option(config, "seeds")
+        widths = parse_widths(widths_opt) if widths_opt else None
+        n_seeds = None
+        if seeds_opt is not None:
+            try:
+                n_seeds = int(seeds_opt)
+            except ValueError:
+                raise ValueError(f"--ntk-seeds: {seeds_opt!r} is not an integer") from None
+            if n_seeds < 1:
+                raise ValueError(f"--ntk-seeds must be at least 1, got {n_seeds}")
+        shard_opt = _option(config, "shard")
+        shard = parse_shard(shard_opt) if shard_opt else None
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return Settings(
+        profile=profile.with_overrides(widths=widths, n_seeds=n_seeds),
+        device=_option(config, "device") or "auto",
+        report_dir=Path(_option(config, "report") or "reports"),
+        shard=shard,
+    )
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")

@@ -1,0 +1,313 @@
+"""The run folder, written on the controlling process: records, tables, meta and report.
+
+See :mod:`ntkcheck.plugin` for how records reach it and what the folder holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ntkcheck.options import (
+    _CRASH,
+    _TIMEOUT,
+    CLAIM_KEY,
+    RECORD_KEY,
+    SHRUNK_KEY,
+    Settings,
+)
+from ntkcheck.runtime import (
+    read_part_files,
+)
+from ntkcheck.status import NOT_MEASURED
+
+if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
+    pass
+
+
+def _resolved_device(option: str) -> str:
+    from ntkcheck.devices import resolve_device
+
+    try:
+        return str(resolve_device(option, None))
+    except ValueError as exc:
+        return f"unavailable ({exc})"
+
+
+_CRASHED = "(worker crashed before reporting)"
+
+
+def _runtime_meta(config: pytest.Config, records: Any) -> dict[str, Any]:
+    from ntkcheck.status import measured_mask
+
+    n_measured = int(measured_mask(records).sum()) if len(records) else 0
+    return {"timeout_s": config.stash.get(_TIMEOUT, None), "n_measured": n_measured,
+            "n_not_measured": int(len(records) - n_measured)}
+
+
+def _not_measured_lines(records: Any, interrupted: bool) -> list[str]:
+    """Summary lines: units not measured per (claim, architecture, reason); the interrupt."""
+    from ntkcheck.status import measured_mask
+
+    lines = []
+    if len(records) and "status" in records.columns:
+        missing = records[~measured_mask(records)]
+        for (cid, aid, status), g in missing.groupby(["claim_id", "arch_id", "status"]):
+            widths = ", ".join(str(int(w)) for w in sorted(set(g["width"])))
+            lines.append(f"NOT MEASURED  {cid:28} {aid:28} width(s) {widths}: "
+                         f"{NOT_MEASURED.get(status, status)}")
+    if interrupted:
+        lines.append("run INTERRUPTED: the report covers the measurements finished before it")
+    return lines
+
+
+class RunWriter:
+    """Writes one run's folder on the controlling process (see the module docstring)."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.started = datetime.now(timezone.utc)
+        self.run_id = (self.started.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3))
+        base = settings.report_dir
+        self.root = base if base.is_absolute() else Path(config.rootpath) / base
+        self.dir = self.root / self.run_id
+        self.claims: dict[str, dict[str, Any]] = {}
+        self.n_records = 0
+        self.summary: list[str] | None = None
+        self._fh = None
+        self._written: set[tuple[str, int]] = set()  # (nodeid, seq) of records written
+        self._started: set[str] = set()  # claim tests that began (a report or a record)
+        self._finished: set[str] = set()  # ... and those that ended (teardown or crash)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Hook (xdist): tell a worker the run folder, for its records part file."""
+        node.workerinput["ntkcheck_run_dir"] = str(self.dir)
+
+    def _entry(self, claim: dict[str, Any], nodeid: str) -> dict[str, Any]:
+        return self.claims.setdefault(claim["id"], {**claim, "outcome": "passed",
+                                                    "nodeid": nodeid, "duration_s": 0.0,
+                                                    "longrepr": None, "shrunk_spec": None})
+
+    def _write_record(self, rec: dict[str, Any]) -> None:
+        """Append one record to ``records.jsonl`` unless it was written already."""
+        key = (str(rec.get("nodeid")), rec["seq"]) if "seq" in rec else None
+        if key is not None and key in self._written:
+            return
+        fh = self._open()
+        fh.write(json.dumps({**rec, "run_id": self.run_id}) + "\n")
+        fh.flush()
+        self.n_records += 1
+        if key is not None:
+            self._written.add(key)
+
+    def write(self, obj: dict[str, Any]) -> None:
+        """Record sink of an in-process (no xdist) claim: ``{"nodeid", "claim", "record"}``."""
+        self._started.add(obj["nodeid"])
+        self._entry(obj["claim"], obj["nodeid"])
+        self._write_record(obj["record"])
+
+    def _merge_parts(self, interrupted: bool) -> None:
+        """Add the workers' part-file records not written yet (from crashed workers)."""
+        if not self.dir.is_dir():
+            return
+        for obj in read_part_files(self.dir):
+            if "record" in obj and "claim" in obj and "nodeid" in obj:
+                if obj["claim"]["id"] not in self.claims:
+                    self._started.add(obj["nodeid"])
+                self._entry(obj["claim"], obj["nodeid"])
+                self._write_record(obj["record"])
+        if not interrupted:  # workers are done: records.jsonl now holds everything
+            for path in self.dir.glob("records.*.jsonl"):
+                path.unlink(missing_ok=True)
+
+    def _settle(self, interrupted: bool) -> None:
+        """Outcomes of claims that did not finish: crashed worker, Ctrl-C or SIGTERM."""
+        for key, crash in list(self.claims.items()):
+            if crash.get("statement") != _CRASHED:
+                continue
+            real = next((c for k, c in self.claims.items()
+                         if k != key and c.get("nodeid") == crash["nodeid"]), None)
+            if real is not None:  # the claim is known from its part file or setup report
+                real.update(outcome="error", longrepr=crash["longrepr"])
+                del self.claims[key]
+        for c in self.claims.values():
+            if c["nodeid"] in self._started and c["nodeid"] not in self._finished:
+                c["outcome"] = "interrupted" if interrupted else "error"
+                c["longrepr"] = ("the run was interrupted (Ctrl-C or SIGTERM) while this claim "
+                                 "was running; its finished measurements are kept"
+                                 if interrupted else "the claim test did not finish (its "
+                                 "worker died); its finished measurements are kept")
+
+    def _open(self) -> Any:
+        if self._fh is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.dir / "records.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        return self._fh
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Hook: a test report reached the controller."""
+        self.add_report(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Hook: write the run's tables and report."""
+        self.finish(session, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Hook: print the verdict table and the report's path."""
+        if self.summary:
+            terminalreporter.write_sep("=", "ntkcheck verdicts")
+            for line in self.summary:
+                terminalreporter.write_line(line)
+
+    def add_report(self, report: pytest.TestReport) -> None:
+        """Append the report's records to ``records.jsonl`` and note the claim's outcome."""
+        props = list(getattr(report, "user_properties", []) or [])
+        claim = next((v for k, v in props if k == CLAIM_KEY), None)
+        crashed = (report.failed and claim is None
+                   and _CRASH.search(str(report.longrepr)) is not None)
+        if claim is None and not crashed:
+            return
+        if claim is None:  # a worker died: the claim's metadata did not travel
+            claim = {"id": report.nodeid, "statement": _CRASHED,
+                     "source": "", "metric": "", "units": "", "tolerance": math.nan,
+                     "rate": None, "direction": "below"}
+        self._started.add(report.nodeid)
+        if report.when == "teardown" or crashed:
+            self._finished.add(report.nodeid)
+        entry = self._entry(claim, report.nodeid)
+        entry["duration_s"] += float(getattr(report, "duration", 0.0) or 0.0)
+        shrunk = next((v for k, v in props if k == SHRUNK_KEY), None)
+        if shrunk is not None:
+            entry["shrunk_spec"] = shrunk
+        if report.when == "call" or crashed:
+            self._open()
+            for key, rec in props:
+                if key == RECORD_KEY:
+                    self._write_record(rec)
+        outcome = None
+        if report.failed:
+            outcome = "failed" if report.when == "call" else "error"
+        elif report.skipped:
+            outcome = "skipped"
+        rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+        if outcome and rank[outcome] > rank[entry["outcome"]]:
+            entry["outcome"] = outcome
+            entry["longrepr"] = str(report.longrepr)[:4000]
+        if outcome:
+            self._open()
+
+    def finish(self, session: pytest.Session, interrupted: bool) -> None:
+        """Validate the records, compute verdicts, write tables, meta.json and the report."""
+        self._merge_parts(interrupted)
+        if self._fh is None and not self.claims:
+            return
+        self._settle(interrupted)
+        self._open().close()
+        import pandas as pd
+
+        from ntkcheck.claim import Claim
+        from ntkcheck.report import render_report
+        from ntkcheck.verdict import compute_verdicts
+
+        path = self.dir / "records.jsonl"
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        records = pd.DataFrame([json.loads(ln) for ln in lines])
+        known = {cid: Claim(**{k: c[k] for k in ("id", "statement", "source", "metric",
+                                                   "tolerance", "rate", "units", "direction")})
+                 for cid, c in self.claims.items() if math.isfinite(c["tolerance"])}
+        schema_error = None
+        if not records.empty:
+            from ntkcheck.claim import record_schema
+
+            try:
+                records = record_schema(known).validate(records)
+            except Exception as exc:  # pandera's SchemaError(s): keep the data, say why
+                schema_error = str(exc)
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        per_width, per_arch = compute_verdicts(records, known)
+        records.to_csv(self.dir / "records.csv", index=False)
+        per_width.to_csv(self.dir / "width_verdicts.csv", index=False)
+        per_arch.to_csv(self.dir / "verdicts.csv", index=False)
+        finished = datetime.now(timezone.utc)
+        meta = self._meta(finished, interrupted, schema_error)
+        meta.update(_runtime_meta(self.config, records))
+        (self.dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str),
+                                            encoding="utf-8")
+        (self.dir / "claims.json").write_text(json.dumps(self.claims, indent=2, default=str),
+                                              encoding="utf-8")  # for `ntkcheck report/compare`
+        report = render_report(records, per_width, per_arch, self.claims, meta,
+                               self.dir / "report.html")
+        self._link_latest()
+        self.summary = self._summary_lines(per_arch, report, schema_error)
+        self.summary[-1:-1] = _not_measured_lines(records, interrupted)
+
+    def _link_latest(self) -> None:
+        latest = self.root / "latest"
+        tmp = self.root / f".latest-{self.run_id}"
+        try:
+            os.symlink(self.run_id, tmp, target_is_directory=True)
+            os.replace(tmp, latest)
+        except OSError:  # no symlinks (some Windows setups): write a pointer file instead
+            latest.mkdir(exist_ok=True)
+            (latest / "RUN").write_text(self.run_id + "\n", encoding="utf-8")
+
+    def _meta(self, finished: datetime, interrupted: bool, schema_error: str | None
+              ) -> dict[str, Any]:
+        import numpy
+        import torch
+
+        import ntkcheck
+
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=self.config.rootpath,
+                                    capture_output=True, text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+        p = self.settings.profile
+        workers = getattr(self.config.option, "numprocesses", None)
+        return {
+            "run_id": self.run_id, "profile": p.name, "widths": list(p.widths),
+            "seeds": p.n_seeds, "n_inputs": p.n_inputs, "max_examples": p.max_examples,
+            "shard": str(self.settings.shard) if self.settings.shard else None,  # "K/N"
+            "device": self.settings.device,
+            "device_resolved": _resolved_device(self.settings.device),
+            "cuda_devices": [torch.cuda.get_device_name(i)
+                             for i in range(torch.cuda.device_count())],
+            "started": self.started.isoformat(timespec="seconds"),
+            "finished": finished.isoformat(timespec="seconds"),
+            "duration_s": round((finished - self.started).total_seconds(), 2),
+            "interrupted": interrupted, "schema_error": schema_error,
+            "n_records": self.n_records, "workers": workers,
+            "git_commit": commit or None, "hostname": socket.gethostname(),
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "pytest": pytest.__version__,
+            "ntkcheck": ntkcheck.__version__, "command": " ".join(sys.argv),
+        }
+
+    def _summary_lines(self, per_arch: Any, report: Path, schema_error: str | None
+                       ) -> list[str]:
+        lines = []
+        for r in per_arch.itertuples():
+            mark = "HOLDS" if r.holds_at_widest else "FAILS"
+            lines.append(f"{mark:5}  {r.claim_id:28} {r.arch_id:28} {r.message}")
+        for cid, c in self.claims.items():
+            if c["outcome"] == "error":
+                lines.append(f"ERROR  {cid:28} {'':28} {str(c['longrepr']).splitlines()[-1]}")
+        if schema_error:
+            lines.append(f"records failed schema validation: {schema_error.splitlines()[0]}")
+        lines.append(f"{self.n_records} records; report: {report}")
+        return lines
