@@ -50,15 +50,16 @@ def test_bandit_theory_exploration(spec, sweep, device, measure, ntk_profile):
         bandits.append((bandit, rkhs_norm_bound(analytic_kernels(spec, contexts).ntk,
                                                 bandit.rewards())))
     for width, seed in sweep:
-        extra, ratios = {}, []
-        for bandit, norm_bound in bandits:
-            c = compare_exploration(spec, bandit, width=width, seed=seed,
-                                    norm_bound=norm_bound, device=device)
-            ratios.append(c.regret_ratio)
-            extra.update({f"{bandit.name}_regret_theory": c.theory.regret,
-                          f"{bandit.name}_regret_evidence": c.evidence.regret,
-                          f"{bandit.name}_gamma_theory": float(c.theory.gammas[-1]),
-                          f"{bandit.name}_gamma_evidence": float(c.evidence.gammas[-1]),
-                          f"{bandit.name}_norm_bound": norm_bound,
-                          f"{bandit.name}_rounds": bandit.rounds})
-        measure(spec, width=width, seed=seed, value=max(ratios), **extra)
+        with measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
+            extra, ratios = {}, []
+            for bandit, norm_bound in bandits:
+                c = compare_exploration(spec, bandit, width=width, seed=init_seed,
+                                        norm_bound=norm_bound, device=device)
+                ratios.append(c.regret_ratio)
+                name = bandit.name
+                extra.update({f"{name}_regret_theory": c.theory.regret,
+                              f"{name}_regret_evidence": c.evidence.regret,
+                              f"{name}_gamma_theory": float(c.theory.gammas[-1]),
+                              f"{name}_gamma_evidence": float(c.evidence.gammas[-1]),
+                              f"{name}_norm_bound": norm_bound, f"{name}_rounds": bandit.rounds})
+            measure(spec, width=width, seed=seed, value=max(ratios), **extra)

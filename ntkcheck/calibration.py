@@ -56,9 +56,10 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor,
 
     ``ECE = sum_b (|B_b| / N) |acc(B_b) - conf(B_b)|`` (Guo et al. 2017, eq. 3), where the
     confidence of an input is its largest class probability, bin ``b`` (1-based) holds the
-    inputs with confidence in ``((b - 1) / n_bins, b / n_bins]`` (the first bin also holds
-    confidence 0), ``acc`` is the fraction of inputs in the bin whose arg-max class is the
-    label, ``conf`` their mean confidence. Empty bins contribute 0. Ties in the arg-max go to
+    inputs with confidence in ``((b - 1) / n_bins, b / n_bins]`` (edges are the float64
+    values nearest to ``b / n_bins``; the first bin also holds confidence 0), ``acc`` is the
+    fraction of inputs in the bin whose arg-max class is the label, ``conf`` their mean
+    confidence. Empty bins contribute 0. Ties in the arg-max go to
     the lowest class index.
 
     Args:
@@ -79,8 +80,10 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor,
     probs, labels = _classification_inputs(probs, labels)
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).to(torch.float64)
-    # bin b holds conf in ((b-1)/M, b/M]: ceil(conf * M) - 1, with conf = 0 in the first bin
-    idx = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
+    # 0-based bin b holds conf in (e_b, e_{b+1}] with edges e_b = b / M (correctly rounded, so
+    # a probability written as 0.7 falls in (0.6, 0.7]); conf = 0 goes to the first bin
+    edges = torch.arange(1, n_bins, dtype=torch.float64) / n_bins
+    idx = torch.bucketize(conf, edges, right=False)
     ece = 0.0
     n = len(conf)
     for b in range(n_bins):

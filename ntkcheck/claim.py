@@ -124,6 +124,15 @@ class Claim:
                    rate=values["rate"], units=kwargs.get("units", ""), direction=direction,
                    scale=scale, trend=trend)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Claim:
+        """Rebuild a claim from :meth:`to_dict`'s output (e.g. a run's ``claims.json`` entry).
+
+        Keys that are not :data:`MARKER_KEYS` (``outcome``, ``nodeid``, ...) are ignored;
+        missing optional keys (``scale``, ``trend``, ...) take their defaults.
+        """
+        return cls(**{k: d[k] for k in MARKER_KEYS if k in d})
+
     def holds(self, value: float) -> bool:
         """Whether a metric value satisfies the tolerance in this claim's direction."""
         if not math.isfinite(value):

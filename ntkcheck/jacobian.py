@@ -38,6 +38,7 @@ eigenvalues in float64:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -122,7 +123,11 @@ class JacobianOperator:
 
     def jvp(self, tangent: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``J w`` for a parameter-space tangent ``w`` (same names and shapes); ``(N*O,)``."""
-        return jvp(self._f, (self.params,), (dict(tangent),))[1].detach()
+        with warnings.catch_warnings():
+            # torch.func registers its jvp decompositions with torch.jit.script on first use
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated",
+                                    category=DeprecationWarning)
+            return jvp(self._f, (self.params,), (dict(tangent),))[1].detach()
 
     def vjp(self, cotangent: torch.Tensor) -> dict[str, torch.Tensor]:
         """``J^T v`` for an ``(N*O,)`` (or ``(N, O)``) cotangent ``v``; by parameter name."""
@@ -203,6 +208,8 @@ def _eigsh(matvec, n: int, which: str, tol: float, seed: int, dtype: torch.dtype
 
     op = scipy.sparse.linalg.LinearOperator((n, n), matvec=mv, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(n)
+    if not np.any(mv(v0)):  # the zero operator (e.g. a Jacobian that did not change)
+        return 0.0
     vals = scipy.sparse.linalg.eigsh(op, k=1, which=which, tol=tol, v0=v0,
                                      ncv=min(n, ncv), maxiter=100 * n,
                                      return_eigenvectors=False)

@@ -78,8 +78,10 @@ class LinearizedModel(nn.Module):
         return {name: self.theta[_key(name)] - p0 for name, p0 in self.theta_0().items()}
 
     def param_groups(self, groups: list[dict]) -> list[dict]:
-        """The network's parameter groups (with ``"name"`` keys, e.g. from
-        :func:`ntkcheck.arch.param_groups`) mapped onto this model's ``theta``.
+        """The network's parameter groups mapped onto this model's ``theta``.
+
+        ``groups`` carry ``"name"`` keys, as :func:`ntkcheck.arch.param_groups` returns them;
+        each group keeps its learning rate.
 
         Raises:
             KeyError: If a group names no trainable parameter of the network.

@@ -100,6 +100,7 @@ def compare_lla_ntk_gp(
     sigma_noise: float = 0.7,
     hessian_structure: str = "auto",
     max_iter: int = 50,
+    reference_spec=None,
     device: str | torch.device = "cpu",
 ) -> LLAComparison:
     """Train a centred network to its MAP and compare its LLA with the NTK-GP on ``test``.
@@ -118,6 +119,8 @@ def compare_lla_ntk_gp(
         sigma_noise: ``sigma``.
         hessian_structure: Passed to :func:`ntkcheck.uncertainty.fit_laplace`.
         max_iter: L-BFGS iterations of :func:`ntkcheck.uncertainty.fit_map`.
+        reference_spec: Architecture whose analytic NTK defines the NTK-GP (``spec`` when
+            None; another one is a deliberately wrong reference, for negative controls).
         device: Device of the network.
 
     Returns:
@@ -136,9 +139,9 @@ def compare_lla_ntk_gp(
     y = train.y.reshape(-1, 1).to(device)
     hyper = dict(prior_precision=prior_precision, sigma_noise=sigma_noise)
 
-    theta = analytic_kernels(spec, x).ntk
-    gp = ntk_gp_posterior(theta, analytic_kernels(spec, xt, x).ntk,
-                          analytic_kernels(spec, xt).ntk.diagonal(), y, **hyper)
+    ref = spec if reference_spec is None else reference_spec
+    gp = ntk_gp_posterior(analytic_kernels(ref, x).ntk, analytic_kernels(ref, xt, x).ntk,
+                          analytic_kernels(ref, xt).ntk.diagonal(), y, **hyper)
 
     net = _centered(spec, width, seed, train, 1, device, x.dtype)
     k0 = empirical_ntk(net, x)

@@ -46,6 +46,7 @@ and is a different object from this Bayesian posterior variance.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -230,8 +231,8 @@ def fit_map(
         return loss
 
     opt.step(closure)
-    objective = closure()
-    grad = torch.cat([p.grad.reshape(-1) for p in params])
+    objective = closure().detach()
+    grad = torch.cat([p.grad.reshape(-1) for p in params]).detach()
     with torch.no_grad():
         data_loss = float(_nll(model, x, y, likelihood, sigma_noise))
     state = opt.state[opt._params[0]]
@@ -265,6 +266,7 @@ def _jvp(model: nn.Module, x: torch.Tensor, vector: torch.Tensor) -> torch.Tenso
     return out.detach()
 
 
+@functools.cache
 def _functional_laplace_class() -> type:
     """laplace-torch's ``FunctionalLaplace`` with its kernel blocks from ntkcheck's NTK engine.
 
@@ -439,7 +441,7 @@ def tune_hyperparameters(la: Any, *, tune_noise: bool | None = None,
         sigma = t[1].exp() if tune_noise else None
         neg = -la.log_marginal_likelihood(t[0].exp().reshape(1), sigma)
         (grad,) = torch.autograd.grad(neg, t)
-        return float(neg), grad.detach().cpu().numpy().astype(np.float64)
+        return neg.detach().item(), grad.detach().cpu().numpy().astype(np.float64)
 
     log_bounds = [(math.log(bounds[0]), math.log(bounds[1]))] * len(x0)
     res = scipy.optimize.minimize(objective, np.array(x0), jac=True, method="L-BFGS-B",
@@ -497,7 +499,9 @@ def lla_predictive(la: Any, x: torch.Tensor, *, batch_size: int = 32,
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
         if _is_functional(la):
-            mean, cov = la.predictive_moments(xb)
+            with warnings.catch_warnings():  # expected after tune_hyperparameters
+                warnings.filterwarnings("ignore", "The prior precision has changed since fit")
+                mean, cov = la.predictive_moments(xb)
         else:
             js, mean = la.backend.jacobians(xb)
             cov = la.functional_variance(js)

@@ -59,3 +59,9 @@ def test_claim_scale_and_trend_keys():
     for bad in ({"scale": "linear"}, {"trend": "down"}, {"trend": True}):
         with pytest.raises(ClaimError):
             Claim.from_marker_kwargs({**BASE, **bad})
+
+
+def test_claim_round_trips_through_its_dict():
+    claim = Claim.from_marker_kwargs({**BASE, "scale": "semilog", "trend": "decreasing"})
+    assert Claim.from_dict({**claim.to_dict(), "outcome": "failed"}) == claim
+    assert Claim.from_dict(Claim.from_marker_kwargs(BASE).to_dict()).scale == "log"

@@ -328,7 +328,7 @@ def test_claim(spec, sweep, measure):
 
 def test_negative_control_identical_tasks_show_no_width_trend(pytester):
     """Nothing to forget (three copies of one task): forgetting is 0 at every width."""
-    pytester.makepyfile(test_claim=TREND_CLAIM)
+    pytester.makepyfile(test_continual_trend_control=TREND_CLAIM)
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "16,32,64",
                                 "--ntk-seeds", "2")
     result.assert_outcomes(failed=1)
@@ -391,7 +391,7 @@ def test_negative_controls_of_the_kernel_regime_claims(pytester, kind, offset, a
     """A wrong kernel (one layer too deep) breaks the NTK-overlap prediction at every width;
     a "bound" from the largest principal angle instead of the smallest is violated."""
     tol, trend = ("0.1", '"decreasing"') if kind == "overlap" else ("1.0", "None")
-    pytester.makepyfile(test_claim=OVERLAP_CLAIM.format(
+    pytester.makepyfile(test_continual_kernel_control=OVERLAP_CLAIM.format(
         tag=f"{kind}{offset}{angle}", tol=tol, trend=trend, offset=offset, kind=kind,
         angle=angle))
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "512,1024,2048",

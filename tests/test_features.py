@@ -35,8 +35,8 @@ def test_linear_cka_invariances_and_hsic_form():
     assert linear_cka(a, 3.0 * a @ q + 1.0) == pytest.approx(1.0)
     # Kornblith et al. 2019 eq. 2-5: HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), centred Grams
     h = torch.eye(20, dtype=torch.float64) - 1.0 / 20
-    k, l = h @ a @ a.T @ h, h @ b @ b.T @ h
-    hsic = float((k * l).sum() / torch.sqrt((k * k).sum() * (l * l).sum()))
+    ka, kb = h @ a @ a.T @ h, h @ b @ b.T @ h
+    hsic = float((ka * kb).sum() / torch.sqrt((ka * ka).sum() * (kb * kb).sum()))
     assert linear_cka(a, b) == pytest.approx(hsic, rel=1e-12)
     assert 0.0 <= linear_cka(a, b) < 1.0
     with pytest.raises(ValueError, match="constant"):

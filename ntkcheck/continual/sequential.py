@@ -106,6 +106,8 @@ class SequentialResult:
             parameters (the parameter update that task made).
         lr: The learning rate used.
         budget: The per-task budget.
+        losses: Per task, the full-batch training loss before each step and after the last
+            (:attr:`ntkcheck.train.TrainResult.losses`).
 
     """
 

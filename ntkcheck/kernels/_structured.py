@@ -256,7 +256,7 @@ def features(
             else:
                 basis = torch.eye(n_out, dtype=x.dtype, device=x.device)
                 cot = basis.unsqueeze(1).expand(n_out, n, n_out)
-                grads = tuple(g.movedim(0, 1) for g in vmap(vjp_fn)(cot))
+                grads = tuple(g.movedim(0, 1).contiguous() for g in vmap(vjp_fn)(cot))
     finally:
         hooks.remove()
     inputs: dict[str, torch.Tensor] = {}
@@ -284,11 +284,13 @@ def _dense_gram(info: LayerInfo, a1, a2, g1, g2, output: str) -> torch.Tensor:
             gg = g1.reshape(g1.shape[0], -1) @ g2.reshape(g2.shape[0], -1).T
             res = mw2 * (a1 @ a2.T) * gg if info.weight else torch.zeros_like(gg)
             return res + mb2 * gg if info.bias else res
-        if output == "diagonal":
-            gg = torch.einsum("iac,jac->ija", g1, g2)
+        (n1, o, c), n2 = g1.shape, g2.shape[0]
+        if output == "diagonal":  # (O, n1, C) @ (O, C, n2) -> (n1, n2, O)
+            gg = torch.bmm(g1.transpose(0, 1), g2.permute(1, 2, 0)).permute(1, 2, 0)
             shape = (slice(None), slice(None), None)
-        else:
-            gg = torch.einsum("iac,jbc->ijab", g1, g2)
+        else:  # one (n1 O, C) @ (C, n2 O) product
+            gg = (g1.reshape(n1 * o, c) @ g2.reshape(n2 * o, c).T).reshape(n1, o, n2, o)
+            gg = gg.permute(0, 2, 1, 3)
             shape = (slice(None), slice(None), None, None)
         scale = mw2 * (a1 @ a2.T) if info.weight else torch.zeros_like(gg[shape[:2]])
         if info.bias:

@@ -172,7 +172,7 @@ def _draw_series(ax, s: PlotSeries, color: str, log_y: bool, rate, point_idx) ->
 
 
 def _draw_reference(ax, s: PlotSeries, color: str, log_y: bool) -> bool:
-    """Draw a series' reference (mean per width) as a thin dash-dot line; return if drawn."""
+    """Draw a series' reference (mean per width) as a wide translucent line; return if drawn."""
     if s.reference is None:
         return False
     w = np.asarray(s.widths, dtype=float)
@@ -184,7 +184,7 @@ def _draw_reference(ax, s: PlotSeries, color: str, log_y: bool) -> bool:
     mean = np.array([r[ok & (w == x)].mean() for x in uw])
     if uw.size == 1:  # one width: a short horizontal segment around it
         uw, mean = np.array([uw[0] / 1.5, uw[0] * 1.5]), np.repeat(mean, 2)
-    ax.plot(uw, mean, ls=(0, (6, 2, 1, 2)), lw=1.2, color=color, alpha=0.85)
+    ax.plot(uw, mean, ls="-", lw=4.0, color=color, alpha=0.25, solid_capstyle="butt")
     return True
 
 
@@ -207,7 +207,7 @@ def svg_loglog(
     power law as a dashed line (slope and interval in the legend) and the
     predicted slope as a dotted line anchored at the first width's mean, and the fitted slope's
     95% interval as a faint band around the fitted line; a series' ``reference`` (e.g. the
-    infinite-width value) is a thin dash-dot line of its colour. The
+    infinite-width value) is a wide translucent line of its colour. The
     tolerance is a horizontal line. On the log y axis, nonpositive values,
     means and bands are not drawn (the means still include every value);
     when no value is positive the y axis is linear and no fit or predicted
@@ -254,7 +254,7 @@ def svg_loglog(
             handles.append(Line2D([], [], ls=":", lw=1.3, color="0.25"))
             labels.append(f"predicted slope {sig(predicted_rate, 3)}")
         if drew_reference:
-            handles.append(Line2D([], [], ls=(0, (6, 2, 1, 2)), lw=1.2, color="0.25"))
+            handles.append(Line2D([], [], ls="-", lw=4.0, color="0.25", alpha=0.25))
             labels.append("reference (e.g. infinite width)")
         if _finite(tolerance) and (tolerance > 0 or not log_y):
             handles.append(ax.axhline(tolerance, color="0.35", lw=1.0, ls="-."))
