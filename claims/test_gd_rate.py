@@ -2,9 +2,9 @@
 
 In the kernel regime, full-batch GD on the MSE (1/(2N) convention, learning rate ``lr``)
 evolves the training residual ``r_k = f_k(X) - Y`` as ``r_{k+1} = (I - lr Theta / N) r_k``
-(Du et al. 2018, "Gradient descent provably optimizes over-parameterized neural networks",
-Sec. 4, eq. 6 and Thm 4.1, whose linear convergence rate is set by ``lambda_min`` of the NTK
-Gram; Lee et al. 2019, eq. 9). Two claims:
+to first order (Lee et al. 2019, eq. 8 discretized; Du et al. 2018, "Gradient descent provably
+optimizes over-parameterized neural networks", Thm 4.1: linear convergence at a rate set by
+``lambda_min`` of the NTK Gram). Two claims:
 
 * ``gd-rate``: along the eigenvector of ``lambda_min`` of the network's NTK Gram at
   initialization the residual contracts by ``1 - lr lambda_min / N`` per step. The targets are

@@ -6,7 +6,7 @@ L-BFGS; laplace-torch's linearized Laplace approximation (LLA, all weights, GGN,
 predictive) at the MAP.
 
 ``lla-equals-ntkgp``: the LLA is GP regression with the empirical NTK at the MAP as kernel
-(Khan et al. 2019, Theorem 1; Immer et al. 2021, eq. 15); in the kernel regime that NTK tends
+(Khan et al. 2019; Immer et al. 2021, eq. 15); in the kernel regime that NTK tends
 to the analytic NTK (Jacot et al. 2018; Lee et al. 2019, Theorem 2.1), so the LLA predictive
 tends to the NTK-GP posterior (:func:`ntkcheck.uncertainty.ntk_gp_posterior`). Its kernel
 fluctuates by O(width^-1/2) at initialization and moves by O(width^-1/2) in training, hence
@@ -48,7 +48,7 @@ CALIBRATION_DATA = ("digits", "breast_cancer", "diabetes")
     id="lla-equals-ntkgp",
     statement="The linearized-Laplace predictive of a trained wide network approaches the "
               "NTK-GP posterior",
-    source="Khan et al. 2019, Thm 1; Immer et al. 2021, eq. 15; kernel regime: Jacot et al. "
+    source="Khan et al. 2019; Immer et al. 2021, eq. 15; kernel regime: Jacot et al. "
            "2018, Lee et al. 2019, Thm 2.1",
     metric="max(||m_LLA - m_NTKGP|| / ||m_NTKGP||, RMS log(v_LLA / v_NTKGP)) on held-out "
            "diabetes inputs",

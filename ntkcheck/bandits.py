@@ -1,6 +1,6 @@
 """Neural contextual bandits from classification data, and NeuralUCB-style agents.
 
-The bandit (Riquelme, Tucker & Snoek 2018, "Deep Bayesian bandits showdown", Sec. 4, the
+The bandit (Riquelme, Tucker & Snoek 2018, "Deep Bayesian bandits showdown", their
 classification-to-bandit construction): each round shows one example of a classification data
 set; there is one arm per class and pulling the arm of the example's class pays 1, any other
 arm 0. The best arm always pays 1, so the regret of a round is ``1 - reward`` and the
@@ -9,7 +9,7 @@ seeded random order (:meth:`ClassificationBandit.from_dataset`).
 
 The agent (NeuralUCB; Zhou, Li & Gu 2020, "Neural contextual bandits with UCB-based
 exploration", Algorithm 1). Arm ``a`` of context ``x`` is the disjoint encoding ``x_a = e_a
-(x) x`` (their Sec. 7.1; :meth:`ClassificationBandit.arm_contexts`), scored by one network
+(x) x`` (their experiments; :meth:`ClassificationBandit.arm_contexts`), scored by one network
 ``f`` with one output. After ``t`` rounds with played arm contexts ``X_t`` and rewards
 ``r_t``, NeuralUCB pulls the arm maximizing::
 
@@ -124,7 +124,7 @@ class ClassificationBandit:
         """Disjoint encodings of every arm of every round, ``(T * K, K * d)``, round-major.
 
         Row ``t * K + a`` is ``e_a (x) x_t``: ``x_t`` in block ``a``, zeros elsewhere (Zhou et
-        al. 2020, Sec. 7.1).
+        al. 2020, experiments).
         """
         t, d = self.contexts.shape
         k = self.n_arms

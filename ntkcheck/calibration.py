@@ -13,7 +13,7 @@ variance ``(N,)`` of the *observation* (function variance plus noise variance) p
 * :func:`interval_coverage` and :func:`coverage_error`: the fraction of targets inside the
   central Gaussian interval of a nominal level, and the largest deviation from nominal over
   several levels (the quantile-calibration check of Kuleshov, Fenner & Ermon 2018, "Accurate
-  uncertainties for deep learning using calibrated regression", eq. 8, at a few levels).
+  uncertainties for deep learning using calibrated regression", at a few levels).
 """
 
 from __future__ import annotations

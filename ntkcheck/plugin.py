@@ -91,6 +91,8 @@ from ntkcheck.status import MEASURED
 if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
     from ntkcheck.claim import Claim
 
+_BLAS_LIMITS = pytest.StashKey[Any]()
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the ``--ntk-*`` options and their ini keys."""
@@ -128,7 +130,13 @@ def pytest_configure(config: pytest.Config) -> None:
         from ntkcheck.devices import threads_per_worker
 
         count = int(config.workerinput.get("workercount", 1))
-        torch.set_num_threads(threads_per_worker(os.cpu_count() or 1, count))
+        threads = threads_per_worker(os.cpu_count() or 1, count)
+        torch.set_num_threads(threads)
+        # NumPy/SciPy's BLAS (OpenBLAS, MKL) threads too: oversubscribed cores made BLAS-heavy
+        # claims (scipy solves in a loop) two orders of magnitude slower on 2 cores.
+        from threadpoolctl import threadpool_limits
+
+        config.stash[_BLAS_LIMITS] = threadpool_limits(limits=threads)
     else:
         run = RunWriter(config, settings)
         config.stash[_RUN] = run

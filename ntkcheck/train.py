@@ -106,7 +106,8 @@ def kernel_lr(spec, model: nn.Module, x: torch.Tensor,
     (:func:`ntkcheck.kernels.analytic_kernels`, at ``spec``'s width for ``"standard"``, whose
     NTK grows with the width); for ``"mup"`` the learning-rate-weighted empirical NTK of
     ``model`` at its current parameters (:func:`ntkcheck.features.lr_weighted_ntk`) with muP's
-    per-layer rates (:func:`ntkcheck.arch.param_groups`). ``factor = 1`` contracts the top
+    per-layer rates (:func:`ntkcheck.arch.param_groups`), per output unit (its trace over the
+    ``O`` outputs divided by ``O``). ``factor = 1`` contracts the top
     residual mode in one step; GD is stable for ``factor < 2`` in the kernel regime.
 
     Args:
@@ -130,7 +131,9 @@ def kernel_lr(spec, model: nn.Module, x: torch.Tensor,
 
     n = len(x)
     if spec.parametrization == "mup":
-        gram = lr_weighted_ntk(model, x, param_groups(model, 1.0), 1.0)
+        with torch.no_grad():
+            n_out = model(x[:1]).reshape(1, -1).shape[1]
+        gram = lr_weighted_ntk(model, x, param_groups(model, 1.0), 1.0) / n_out
         lr = factor * n / float(torch.linalg.eigvalsh(gram.double())[-1])
         return lr, param_groups(model, lr)
     gram = analytic_kernels(spec, x).ntk

@@ -13,6 +13,7 @@ from ntkcheck.train import (
     accuracy,
     cross_entropy_loss,
     gradient_descent,
+    kernel_lr,
     mse_loss,
     steps_for_time,
     train,
@@ -167,3 +168,29 @@ def test_steps_for_time_and_argument_checks(digits):
             train(_net(), x, y, **kwargs)
     with pytest.raises(ValueError):
         steps_for_time(-1.0, 0.1)
+
+
+def test_kernel_lr(digits):
+    """NTK/standard: N / lambda_max of the analytic Gram. muP: of the lr-weighted empirical
+    NTK, which for one hidden layer equals the NTK parametrization's empirical NTK of the same
+    stored parameters (the read-out's 1/n multiplier times its n-fold rate, the input layer's
+    n-fold rate times the 1/n^2 of its back-propagated signal), per output unit."""
+    from ntkcheck.kernels import analytic_kernels
+
+    x = digits.x
+    ntk = ArchSpec(depth=1, activation="relu")
+    lr, params = kernel_lr(ntk.with_width(64), _net(), x)
+    expected = len(x) / float(torch.linalg.eigvalsh(analytic_kernels(ntk, x).ntk)[-1])
+    assert params is None and lr == pytest.approx(expected, rel=1e-12)
+    std = ArchSpec(depth=1, activation="relu", parametrization="standard").with_width(512)
+    lr_std, _ = kernel_lr(std, None, x)
+    assert lr_std < lr / 10  # the standard NTK grows with the width
+    mup = ArchSpec(depth=1, activation="relu", parametrization="mup").with_width(64)
+    for out in (1, 3):
+        net_mup = mup.build(seed=0, input_shape=(1, 8, 8), out_features=out)
+        net_ntk = ntk.with_width(64).build(seed=0, input_shape=(1, 8, 8), out_features=out)
+        lr_mup, groups = kernel_lr(mup, net_mup, x, factor=0.5)
+        gram = empirical_ntk(net_ntk, x) / out
+        assert lr_mup == pytest.approx(0.5 * len(x) / float(torch.linalg.eigvalsh(gram)[-1]),
+                                       rel=1e-10)
+        assert {g["name"]: g["lr"] for g in groups}["1.weight"] == pytest.approx(lr_mup * 64)
