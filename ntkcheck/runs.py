@@ -34,9 +34,10 @@ __all__ = ["RECORD_KEY", "CLAIM_FIELDS", "Run", "RunError", "resolve_run", "reso
 #: A measurement's identity: records sharing it are duplicates.
 RECORD_KEY = ("claim_id", "arch_id", "width", "seed")
 #: The fields of a claim's metadata (:class:`ntkcheck.claim.Claim`).
-CLAIM_FIELDS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction")
+CLAIM_FIELDS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction",
+                "scale", "trend")
 #: Fields that decide a verdict: runs that disagree on them cannot be merged.
-_JUDGING = ("tolerance", "rate", "direction")
+_JUDGING = ("tolerance", "rate", "direction", "scale", "trend")
 _RUN_FILES = ("records.jsonl", "records.csv", "meta.json", "claims.json", "report.html")
 _EMBEDDED = re.compile(
     r'<script type="application/json" id="ntkcheck-(\w+)">(.*?)</script>', re.S)
@@ -88,7 +89,8 @@ class Run:
                 tolerance=float(c["tolerance"]),
                 rate=float(rate) if isinstance(rate, (int, float)) and math.isfinite(rate)
                 else None,
-                units=str(c.get("units") or ""), direction=str(c.get("direction") or "below"))
+                units=str(c.get("units") or ""), direction=str(c.get("direction") or "below"),
+                scale=str(c.get("scale") or "log"), trend=c.get("trend") or None)
         return out
 
     def verdicts(self) -> tuple[pd.DataFrame, pd.DataFrame]:

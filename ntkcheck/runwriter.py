@@ -225,9 +225,8 @@ class RunWriter:
         path = self.dir / "records.jsonl"
         lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         records = pd.DataFrame([json.loads(ln) for ln in lines])
-        known = {cid: Claim(**{k: c[k] for k in ("id", "statement", "source", "metric",
-                                                   "tolerance", "rate", "units", "direction")})
-                 for cid, c in self.claims.items() if math.isfinite(c["tolerance"])}
+        known = {cid: Claim.from_dict(c) for cid, c in self.claims.items()
+                 if math.isfinite(c["tolerance"])}
         schema_error = None
         if not records.empty:
             from ntkcheck.claim import record_schema

@@ -148,7 +148,7 @@ def test_claim(spec, sweep, measure):
 def test_bandit_claim_fails_for_theory_and_holds_for_an_equal_agent(pytester, agent, passes):
     """Controls of bandit-theory-exploration: it fails when one agent explores worse."""
     tag = "theory" if agent == "None" else "same"
-    pytester.makepyfile(test_claim=BANDIT_CLAIM.format(tag=tag, agent=agent))
+    pytester.makepyfile(test_bandit_claim=BANDIT_CLAIM.format(tag=tag, agent=agent))
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "64,256",
                                 "--ntk-seeds", "2", "--ntk-device", "cpu")
     result.assert_outcomes(passed=int(passes), failed=int(not passes))

@@ -241,3 +241,25 @@ def test_deep(spec, sweep, measure):
     if shrunk is None:  # claims.json may be a list of claim dicts
         shrunk = next(c["shrunk_spec"] for c in claims if c["id"] == "fails-deep")
     assert "depth=3" in shrunk and "activation='relu'" in shrunk
+
+
+def test_run_folder_judges_trend_claims_like_the_test(pytester: pytest.Pytester) -> None:
+    # A semilog trend claim whose metric does not decrease: the test fails, and the run's
+    # verdict table and summary must say the same (claims are rebuilt with scale and trend).
+    pytester.makepyfile(test_trend='''
+import pytest
+from ntkcheck.arch import ArchSpec
+
+@pytest.mark.claim(id="flat-trend", statement="s", source="test", metric="m", tolerance=1.0,
+                   scale="semilog", trend="decreasing")
+def test_flat(sweep, measure):
+    for width, seed in sweep:
+        measure(ArchSpec(depth=1), width=width, seed=seed, value=0.5 + 0.01 * seed)
+''')
+    result = pytester.runpytest("--ntk-widths", "8,16,32,64", "--ntk-seeds", "2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["FAILS*flat-trend*"])
+    verdicts = (pytester.path / "reports" / "latest" / "verdicts.csv").read_text()
+    assert "flat-trend" in verdicts
+    header, row = verdicts.splitlines()[:2]
+    assert dict(zip(header.split(","), row.split(",")))["holds_at_widest"] == "False"

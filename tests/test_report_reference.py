@@ -76,7 +76,7 @@ def test_claim(spec, sweep, measure):
 
 
 def test_report_html_shows_the_reference(pytester):
-    pytester.makepyfile(test_claim=CLAIM)
+    pytester.makepyfile(test_reference_claim=CLAIM)
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "8,16",
                                 "--ntk-seeds", "1", "--ntk-device", "cpu")
     result.assert_outcomes(passed=1)

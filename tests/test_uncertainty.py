@@ -247,7 +247,7 @@ def test_claim(spec, sweep, measure):
 @pytest.mark.parametrize(("offset", "passes"), [(1, False), (0, True)])
 def test_lla_claim_fails_against_a_wrong_ntk_gp(pytester, offset, passes):
     """Negative control of lla-equals-ntkgp: the NTK-GP of a deeper network never matches."""
-    pytester.makepyfile(test_claim=LLA_CLAIM.format(tag=f"off{offset}", offset=offset))
+    pytester.makepyfile(test_lla_claim=LLA_CLAIM.format(tag=f"off{offset}", offset=offset))
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "64,512,2048",
                                 "--ntk-seeds", "1", "--ntk-device", "cpu")
     result.assert_outcomes(passed=int(passes), failed=int(not passes))
@@ -277,7 +277,7 @@ def test_claim(spec, sweep, measure):
 @pytest.mark.parametrize(("scale", "passes"), [(0.01, False), (1.0, True)])
 def test_overconfident_predictive_fails_the_calibration_claim(pytester, scale, passes):
     """Negative control of uncertainty-calibrated: the predictive variance divided by 100."""
-    pytester.makepyfile(test_claim=CALIBRATION_CLAIM.format(tag=f"s{scale}".replace(".", ""),
+    pytester.makepyfile(test_calibration_claim=CALIBRATION_CLAIM.format(tag=f"s{scale}".replace(".", ""),
                                                             scale=scale))
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "64,512",
                                 "--ntk-seeds", "2", "--ntk-device", "cpu")
