@@ -277,8 +277,8 @@ def test_claim(spec, sweep, measure):
 @pytest.mark.parametrize(("scale", "passes"), [(0.01, False), (1.0, True)])
 def test_overconfident_predictive_fails_the_calibration_claim(pytester, scale, passes):
     """Negative control of uncertainty-calibrated: the predictive variance divided by 100."""
-    pytester.makepyfile(test_calibration_claim=CALIBRATION_CLAIM.format(tag=f"s{scale}".replace(".", ""),
-                                                            scale=scale))
+    tag = f"s{scale}".replace(".", "")
+    pytester.makepyfile(test_calibration_claim=CALIBRATION_CLAIM.format(tag=tag, scale=scale))
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "64,512",
                                 "--ntk-seeds", "2", "--ntk-device", "cpu")
     result.assert_outcomes(passed=int(passes), failed=int(not passes))

@@ -24,13 +24,47 @@ contraction.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.func import vjp, vmap
 
 from ntkcheck.kernels import _contraction
+
+#: Kernels whose estimated cost is below this many floating-point operations (about 0.2 s on one
+#: core) are computed with one intra-op thread; see :func:`intra_op_threads`.
+SERIAL_FLOPS = 1e10
+
+
+@contextmanager
+def intra_op_threads(flops: float) -> Iterator[None]:
+    """Run a small structured kernel with one intra-op thread (restored on exit).
+
+    A structured kernel is a chain of a few dozen small products and elementwise operations.
+    Each one that PyTorch/MKL parallelizes opens an OpenMP parallel region, which waits until
+    every thread of the team has been scheduled; on a shared machine (the 2-core CI box at load
+    ~3) that costs a scheduler time slice, about 10 ms, per operation: 0.34 s for a 3 x 2048 MLP
+    whose arithmetic takes 0.05 s on one core. Below :data:`SERIAL_FLOPS` the computation is
+    short enough that one thread loses little on an idle machine (at most the parallel speed-up
+    of ~0.2 s of work) and avoids that cost; above it the caller's thread setting is kept.
+    ``torch.set_num_threads`` is process-wide: other Python threads running torch operations
+    meanwhile also run on one thread.
+
+    Args:
+        flops: Estimated floating-point operations of the computation.
+
+    """
+    threads = torch.get_num_threads()
+    if flops >= SERIAL_FLOPS or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -169,27 +203,35 @@ class Features:
     fallback: dict[str, torch.Tensor]
 
 
-class _ProbeHooks:
-    """Forward hooks that record inputs and add zero probes to supported layers' outputs."""
+class _Recorder:
+    """Forward hooks that record supported layers' inputs and outputs (and count calls).
 
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
-        self.deltas: dict[str, torch.Tensor] | None = None
+    With ``copy_outputs`` a hook returns a copy of the layer output, so that an in-place operation
+    downstream (``nn.ReLU(inplace=True)``) cannot rebase the recorded tensor's history.
+    """
+
+    def __init__(self, model: nn.Module, names: list[str], copy_outputs: bool = False) -> None:
         self.inputs: dict[str, torch.Tensor] = {}
-        self.out_shapes: dict[str, torch.Size] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.versions: dict[str, int] = {}
         self.calls: Counter[str] = Counter()
+        self.copy_outputs = copy_outputs
         modules = dict(model.named_modules())
         self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
 
     def _hook(self, name: str):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
             self.calls[name] += 1
-            self.inputs[name] = args[0]
-            self.out_shapes[name] = out.shape
-            if self.deltas is not None:
-                return out + self.deltas[name]
-            return None
+            self.inputs[name] = args[0].detach()
+            self.outputs[name] = out
+            self.versions[name] = out._version
+            return out.clone() if self.copy_outputs else None
 
         return hook
+
+    def modified_in_place(self) -> bool:
+        """Whether a recorded output was changed in place after its layer returned it."""
+        return any(self.outputs[k]._version != v for k, v in self.versions.items())
 
     def remove(self) -> None:
         for h in self.handles:
@@ -198,13 +240,38 @@ class _ProbeHooks:
 
 def probe_calls(model: nn.Module, x: torch.Tensor, names: list[str]) -> Counter[str]:
     """How many times each named module is called in one forward pass on ``x``."""
-    hooks = _ProbeHooks(model, names)
+    hooks = _Recorder(model, names)
     try:
         with torch.no_grad():
             model(x)
     finally:
         hooks.remove()
     return hooks.calls
+
+
+def _record_forward(
+    model: nn.Module, names: list[str], x: torch.Tensor, n: int, n_out: int
+) -> tuple[torch.Tensor, _Recorder]:
+    """One forward pass with autograd on that records the layers' inputs and outputs.
+
+    The pass is repeated with copied outputs only if an in-place operation modified a recorded
+    output (its autograd history would then no longer be the layer's).
+
+    Returns:
+        The ``(n, O)`` outputs and the :class:`_Recorder`.
+
+    """
+    xg = x.detach().requires_grad_(x.is_floating_point() or x.is_complex())
+    for copy_outputs in (False, True):
+        rec = _Recorder(model, names, copy_outputs)
+        try:
+            with torch.enable_grad():
+                out = model(xg).reshape(n, n_out)
+        finally:
+            rec.remove()
+        if not rec.modified_in_place():
+            break
+    return out, rec
 
 
 def features(
@@ -215,6 +282,13 @@ def features(
     n_out: int,
 ) -> Features:
     """Layer inputs, output gradients and fallback Jacobians of one block of inputs.
+
+    One forward pass on the block records each supported layer's input ``a`` and output ``y``;
+    one backward pass, batched over the ``O`` output basis cotangents (``is_grads_batched``,
+    i.e. ``vmap`` over the backward), gives ``g[i, o] = d f_o(x_i) / d y(x_i)`` for all layers
+    at once (rows of the per-sample Jacobian of the outputs w.r.t. the layer outputs; samples
+    are independent, so the batch Jacobian is block diagonal and one cotangent per output
+    suffices).
 
     Args:
         model: The network (eval mode; samples processed independently).
@@ -235,35 +309,26 @@ def features(
             fallback = _contraction.per_sample_jacobian(model, fallback_params, x, n_out)
     if not names:
         return Features({}, {}, fallback)
-    hooks = _ProbeHooks(model, names)
-    try:
-        with torch.no_grad():
-            model(x[:1])
-            shapes = {k: (n, *hooks.out_shapes[k][1:]) for k in names}
-            zeros = tuple(torch.zeros(shapes[k], dtype=x.dtype, device=x.device) for k in names)
-
-            def fn(*deltas: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-                hooks.deltas = dict(zip(names, deltas, strict=True))
-                hooks.inputs = {}
-                out = model(x).reshape(n, n_out)
-                return out, dict(hooks.inputs)
-
-            _, vjp_fn, layer_inputs = vjp(fn, *zeros, has_aux=True)
-            hooks.deltas = None
-            if n_out == 1:
-                grads = tuple(g.unsqueeze(1) for g in vjp_fn(torch.ones(n, 1, dtype=x.dtype,
-                                                                        device=x.device)))
-            else:
-                basis = torch.eye(n_out, dtype=x.dtype, device=x.device)
-                cot = basis.unsqueeze(1).expand(n_out, n, n_out)
-                grads = tuple(g.movedim(0, 1).contiguous() for g in vmap(vjp_fn)(cot))
-    finally:
-        hooks.remove()
+    out, rec = _record_forward(model, names, x, n, n_out)
+    outs = [rec.outputs[k] for k in names]
+    if n_out == 1:
+        cot, batched = torch.ones(n, 1, dtype=out.dtype, device=out.device), False
+    else:  # cot[o, i, :] = e_o
+        basis = torch.eye(n_out, dtype=out.dtype, device=out.device)
+        cot, batched = basis.unsqueeze(1).expand(n_out, n, n_out), True
+    if out.requires_grad:
+        with torch.enable_grad():
+            grads = torch.autograd.grad(out, outs, cot, allow_unused=True,
+                                        materialize_grads=True, is_grads_batched=batched)
+    else:  # the output does not depend on any recorded layer output
+        grads = tuple(torch.zeros((n_out, *y.shape) if batched else y.shape, dtype=y.dtype,
+                                  device=y.device) for y in outs)
     inputs: dict[str, torch.Tensor] = {}
     out_grads: dict[str, torch.Tensor] = {}
     for name, g in zip(names, grads, strict=True):
         info = layers[name]
-        a = layer_inputs[name].detach()
+        a = rec.inputs[name]
+        g = g.movedim(0, 1) if batched else g.unsqueeze(1)  # (n, O, *out_shape)
         if info.kind == "dense":
             inputs[name] = a.reshape(n, -1, a.shape[-1])
             out_grads[name] = g.reshape(n, n_out, -1, g.shape[-1])
@@ -276,26 +341,41 @@ def features(
 
 
 def _dense_gram(info: LayerInfo, a1, a2, g1, g2, output: str) -> torch.Tensor:
-    """Dense layer share of the kernel; see the module docstring for the formula."""
+    """Dense layer share of the kernel; see the module docstring for the formula.
+
+    Args:
+        info: The layer.
+        a1: ``(n1, S, fan_in)`` layer inputs of the first block (``S`` positions).
+        a2: ``(n2, S, fan_in)`` of the second block.
+        g1: ``(n1, O, S, fan_out)`` output gradients of the first block.
+        g2: ``(n2, O, S, fan_out)`` of the second block.
+        output: ``"full"``, ``"trace"`` or ``"diagonal"``.
+
+    Returns:
+        ``(n1, n2, O, O)``, ``(n1, n2)`` or ``(n1, n2, O)``.
+
+    """
     mw2, mb2 = info.weight_multiplier**2, info.bias_multiplier**2
     if a1.shape[1] == 1 and a2.shape[1] == 1:  # the common case: one position per sample
         a1, a2, g1, g2 = a1[:, 0], a2[:, 0], g1[:, :, 0], g2[:, :, 0]
-        if output == "trace":
-            gg = g1.reshape(g1.shape[0], -1) @ g2.reshape(g2.shape[0], -1).T
-            res = mw2 * (a1 @ a2.T) * gg if info.weight else torch.zeros_like(gg)
-            return res + mb2 * gg if info.bias else res
         (n1, o, c), n2 = g1.shape, g2.shape[0]
-        if output == "diagonal":  # (O, n1, C) @ (O, C, n2) -> (n1, n2, O)
-            gg = torch.bmm(g1.transpose(0, 1), g2.permute(1, 2, 0)).permute(1, 2, 0)
-            shape = (slice(None), slice(None), None)
-        else:  # one (n1 O, C) @ (C, n2 O) product
-            gg = (g1.reshape(n1 * o, c) @ g2.reshape(n2 * o, c).T).reshape(n1, o, n2, o)
-            gg = gg.permute(0, 2, 1, 3)
-            shape = (slice(None), slice(None), None, None)
-        scale = mw2 * (a1 @ a2.T) if info.weight else torch.zeros_like(gg[shape[:2]])
-        if info.bias:
-            scale = scale + mb2
-        return scale[shape] * gg
+        # scale[i, j] = m_w^2 <a_i, a_j> + m_b^2 multiplies every output pair of (i, j).
+        if info.weight:
+            scale = torch.mm(a1, a2.T).mul_(mw2)
+            if info.bias:
+                scale.add_(mb2)
+        else:
+            scale = torch.full((n1, n2), mb2, dtype=g1.dtype, device=g1.device)
+        # Output-major views (O, n, C): the layout the batched backward produces, so no copy.
+        h1, h2 = g1.transpose(0, 1), g2.transpose(0, 1)
+        if output == "trace":  # sum_o (O, n1, C) @ (O, C, n2)
+            return scale.mul_(torch.bmm(h1, h2.transpose(1, 2)).sum(0))
+        if output == "diagonal":  # (O, n1, C) @ (O, C, n2) -> (O, n1, n2)
+            gg = torch.bmm(h1, h2.transpose(1, 2))
+            return gg.mul_(scale).permute(1, 2, 0)
+        # One (O n1, C) @ (C, O n2) product: the Gram of all output gradients.
+        gg = torch.mm(h1.reshape(o * n1, c), h2.reshape(o * n2, c).T).reshape(o, n1, o, n2)
+        return gg.mul_(scale[:, None, :]).permute(1, 3, 0, 2)
     # Layer applied along extra axes: sum over pairs of positions (s, t).
     aa = torch.einsum("isk,jtk->ijst", a1, a2)
     spec = {"trace": "iasc,jatc->ijst", "diagonal": "iasc,jatc->ijast",
@@ -340,10 +420,17 @@ def gram(
     """
     total = None
     for name, info in layers.items():
+        if not (info.weight or info.bias):  # no trainable parameter: no share
+            continue
         fn = _dense_gram if info.kind == "dense" else _conv_gram
         part = fn(info, f1.inputs[name], f2.inputs[name], f1.grads[name], f2.grads[name], output)
         total = part if total is None else total + part
     for name in f1.fallback:
         part = _contraction.contract(f1.fallback[name], f2.fallback[name], output)
         total = part if total is None else total + part
+    if total is None:  # every supported layer frozen, no other trainable parameter
+        g1, g2 = next(iter(f1.grads.values())), next(iter(f2.grads.values()))
+        n1, n2, o = g1.shape[0], g2.shape[0], g1.shape[1]
+        shape = {"full": (n1, n2, o, o), "trace": (n1, n2), "diagonal": (n1, n2, o)}[output]
+        total = torch.zeros(shape, dtype=g1.dtype, device=g1.device)
     return total
