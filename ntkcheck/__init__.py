@@ -6,7 +6,13 @@ pytest plugin does not import torch in projects that never run a claim):
 * architectures: :class:`ArchSpec`, :mod:`strategies` (Hypothesis strategies)
 * data: :func:`load_dataset`, :class:`Dataset`, :class:`DataError`
 * kernels: :func:`empirical_ntk`, :func:`analytic_kernels`, :func:`monte_carlo_ntk`
-* training: :func:`gradient_descent`, :func:`mse_loss`
+* training and the kernel regime: :func:`train`, :func:`gradient_descent`, :func:`mse_loss`,
+  :func:`linearize`, :func:`gradient_flow`, :func:`kernel_regression`, :func:`ntk_gp`
+* second-order optimization: :func:`gram_extreme_eigenvalues`, :func:`jacobian_distance`,
+  :func:`natural_gradient_descent`
+* uncertainty: :func:`expected_calibration_error`, :func:`interval_coverage`
+* continual learning: :func:`train_sequentially`, :func:`average_forgetting`
+* reproducibility: :func:`derive_seed`
 * claims and verdicts: :class:`Claim`, :func:`compute_verdicts`, :func:`fit_rate`,
   :func:`extrapolate_width`, :func:`relative_frobenius_error`, :func:`relative_change`
 * runs: :data:`PROFILES`, :class:`Profile`, :func:`render_report`
@@ -30,8 +36,21 @@ _API = {
     "empirical_ntk": "ntkcheck.kernels",
     "analytic_kernels": "ntkcheck.kernels",
     "monte_carlo_ntk": "ntkcheck.kernels",
+    "train": "ntkcheck.train",
     "gradient_descent": "ntkcheck.train",
     "mse_loss": "ntkcheck.train",
+    "linearize": "ntkcheck.linearize",
+    "gradient_flow": "ntkcheck.predict",
+    "kernel_regression": "ntkcheck.predict",
+    "ntk_gp": "ntkcheck.predict",
+    "gram_extreme_eigenvalues": "ntkcheck.jacobian",
+    "jacobian_distance": "ntkcheck.jacobian",
+    "natural_gradient_descent": "ntkcheck.secondorder",
+    "expected_calibration_error": "ntkcheck.calibration",
+    "interval_coverage": "ntkcheck.calibration",
+    "train_sequentially": "ntkcheck.continual",
+    "average_forgetting": "ntkcheck.continual",
+    "derive_seed": "ntkcheck.seeding",
     "Claim": "ntkcheck.claim",
     "compute_verdicts": "ntkcheck.verdict",
     "fit_rate": "ntkcheck.metrics",
