@@ -15,10 +15,12 @@ output positions) the weight share is
 inner products) and the bias share is
 ``m_b**2 * <sum_p g_a,p(x1), sum_q g_b,q(x2)>``. The per-sample weight Jacobian is never formed.
 
-Output gradients ``g`` are obtained by adding a zero "probe" tensor to each supported layer's
-output (a forward hook) and pulling the ``O`` output basis vectors back to the probes with one
-``torch.func.vjp`` under ``vmap``. Parameters of any other module fall back to per-sample Jacobian
-contraction.
+Output gradients ``g`` come from one forward pass that records each supported layer's input and
+output (forward hooks) and one backward pass from the outputs to the recorded layer outputs,
+batched over the ``O`` output basis cotangents (``torch.autograd.grad(..., is_grads_batched=True)``,
+a ``vmap`` over the backward); the Gram products are then single ``(n1 O) x (n2 O)`` matrix
+products per layer. Small kernels run on one intra-op thread (:func:`intra_op_threads`).
+Parameters of any other module fall back to per-sample Jacobian contraction.
 """
 
 from __future__ import annotations
