@@ -108,6 +108,7 @@ def _per_example_verdict(inner: Any) -> Any:
 
     @functools.wraps(inner)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # the failure is the claim's message, not this frame
         item = _current_item.get()
         if item is None:
             return inner(*args, **kwargs)

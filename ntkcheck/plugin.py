@@ -170,6 +170,7 @@ def _configure_runtime(config: pytest.Config, settings: Settings) -> None:
     config.add_cleanup(stack.close)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist must still start
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """With ``-n auto``, one worker per GPU when the run uses CUDA; xdist's default otherwise."""
     settings = config.stash.get(_SETTINGS, None)

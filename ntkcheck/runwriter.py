@@ -205,6 +205,7 @@ class RunWriter:
         rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
         if outcome and rank[outcome] > rank[entry["outcome"]]:
             entry["outcome"] = outcome
+            entry["nodeid"] = report.nodeid  # tests sharing a claim id: name the failing one
             entry["longrepr"] = str(report.longrepr)[:4000]
         if outcome:
             self._open()

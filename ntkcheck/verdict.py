@@ -151,15 +151,25 @@ def arch_verdicts(records: pd.DataFrame, per_width: pd.DataFrame,
         holds_from = _holds_from(widths, holds)
         if trend_ok is False:  # a claimed trend that the sweep does not show fails the claim
             holds_from = None
+        # A sweep stopped part-way (Ctrl-C, a crash, a timeout) leaves the widest width with
+        # fewer seeds than the others: too little to judge the claim there.
+        counts = [int(n) for n in wv["n"]]
+        incomplete = counts[-1] < max(counts)
+        if incomplete:
+            holds_from = None
+        message = _message(claim, widths, holds, fit, extrap, consistent, trend_ok)
+        if incomplete:
+            message = (f"incomplete: the widest width {widths[-1]:,} has {counts[-1]} of "
+                       f"{max(counts)} seeds, not judged; " + message)
         rows.append({
             "claim_id": cid, "arch_id": aid, "widest_width": widths[-1],
-            "holds_at_widest": holds[-1] and trend_ok is not False,
+            "holds_at_widest": holds[-1] and trend_ok is not False and not incomplete,
             "holds_from_width": float(holds_from) if holds_from is not None else math.nan,
             "slope": fit.slope, "slope_low": fit.slope_low, "slope_high": fit.slope_high,
             "intercept": fit.intercept,
             "predicted_rate": claim.rate if claim.rate is not None else math.nan,
             "rate_consistent": consistent, "extrapolated_width": extrap,
-            "message": _message(claim, widths, holds, fit, extrap, consistent, trend_ok),
+            "message": message,
         })
     return pd.DataFrame(rows, columns=ARCH_COLUMNS)
 

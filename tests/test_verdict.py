@@ -73,3 +73,12 @@ def test_claims_without_a_trend_keep_their_verdicts():
     pd.testing.assert_frame_equal(plain, logged)
     assert plain.iloc[0].message == ("holds from width 1,024; fitted slope -0.50 [-0.50, -0.50] "
                                      "vs predicted -0.50 (consistent)")
+
+
+def test_a_partly_measured_widest_width_is_not_judged():
+    # Ctrl-C after one of three seeds at the widest width: not "holds", but "incomplete".
+    recs = _records({16: [0.5, 0.5, 0.5], 64: [0.05, 0.05, 0.05], 256: [0.01]})
+    _, per_arch = compute_verdicts(pd.DataFrame(recs), {"c": CLAIM})
+    row = per_arch.iloc[0]
+    assert not row.holds_at_widest and math.isnan(row.holds_from_width)
+    assert row.message.startswith("incomplete: the widest width 256 has 1 of 3 seeds")

@@ -118,6 +118,12 @@ def mlp_kernels(
     d = a.shape[1]
     sw2, sb2 = float(weight_std) ** 2, float(bias_std) ** 2 if bias else 0.0
     one = 1.0 if bias else 0.0
+    inplace = getattr(dual, "inplace", None)
+    if inplace is not None and not (torch.is_grad_enabled()
+                                    and (a.requires_grad or b.requires_grad)):
+        with torch.no_grad():
+            return _mlp_blocked(a, b, symmetric, depth, dual, inplace, sw2, sb2, one,
+                                parametrization == "ntk", width)
     dot = a @ b.T
     if symmetric:
         dot = (dot + dot.T) / 2
@@ -141,6 +147,83 @@ def mlp_kernels(
     if symmetric:
         c, theta = (c + c.T) / 2, (theta + theta.T) / 2
     return Kernels(nngp=c, ntk=theta)
+
+
+BLOCK_ELEMS = 32767
+"""Elements of the row blocks of :func:`_mlp_blocked`: below PyTorch's intra-op grain size
+(32768), so the elementwise operations on a block run on the calling thread (a parallel region
+per operation costs a scheduler time slice on a loaded machine), and the ~6 block-sized
+float64 tensors (~1.5 MiB) stay in a core's L2 cache through all layers."""
+
+
+def _mlp_blocked(a, b, symmetric, depth, dual, inplace, sw2, sb2, one, ntk_param, width):
+    """:func:`mlp_kernels` without autograd, for duals with an ``inplace`` variant.
+
+    The recursion is elementwise given the per-input variances, so those are computed first
+    for every layer (``(N1, 1)`` and ``(1, N2)`` vectors), and then all layers run on one
+    ``(B, N2)`` row block of the output at a time, in place and in cache; the operations and
+    their order are those of the general path, so the values are the same.
+
+    Args:
+        a: ``(N1, d)`` float64 inputs.
+        b: ``(N2, d)`` float64 inputs (``a`` itself when ``symmetric``).
+        symmetric: Whether ``x2`` was ``None`` (the result is then symmetrized).
+        depth: Number of hidden layers.
+        dual: The dual, for the variance vectors.
+        inplace: ``dual.inplace(q1, q2, c, k, kdot)``.
+        sw2: ``sigma_w**2``.
+        sb2: ``sigma_b**2`` (0 without bias).
+        one: ``1`` with a bias, else ``0`` (standard parametrization).
+        ntk_param: NTK (``True``) or standard (``False``) parametrization.
+        width: Hidden width (standard parametrization).
+
+    Returns:
+        :class:`Kernels` of ``(N1, N2)`` float64 tensors.
+
+    """
+    n1, n2, d = a.shape[0], b.shape[0], a.shape[1]
+    dot = a @ b.T
+    if symmetric:
+        sq1 = sq2 = dot.diagonal()  # equal to the diagonal of (dot + dot.T) / 2
+    else:
+        sq1, sq2 = (a * a).sum(-1), (b * b).sum(-1)
+    q1 = (sw2 * sq1 / d + sb2)[:, None]
+    q2 = (sw2 * sq2 / d + sb2)[None, :]
+    q1s, q2s = [q1], [q2]
+    for _ in range(depth):
+        k1, _ = dual(q1, q1, q1)
+        k2, _ = dual(q2, q2, q2)
+        q1, q2 = sw2 * k1 + sb2, sw2 * k2 + sb2
+        q1s.append(q1)
+        q2s.append(q2)
+    nngp = torch.empty(n1, n2, dtype=a.dtype, device=a.device)
+    ntk = torch.empty_like(nngp)
+    rows = max(1, BLOCK_ELEMS // n2)
+    k = torch.empty(min(rows, n1), n2, dtype=a.dtype, device=a.device)
+    kdot = torch.empty_like(k)
+    for start in range(0, n1, rows):
+        sl = slice(start, start + rows)
+        c, theta = nngp[sl], ntk[sl]
+        kb, kdb = k[: c.shape[0]], kdot[: c.shape[0]]
+        if symmetric:
+            torch.add(dot[sl], dot[:, sl].T, out=theta).div_(2)
+        else:
+            theta.copy_(dot[sl])
+        torch.mul(theta, sw2, out=c).div_(d).add_(sb2)
+        if ntk_param:
+            theta.copy_(c)
+        else:
+            theta.add_(one)
+        for layer in range(depth):
+            inplace(q1s[layer][sl], q2s[layer], c, kb, kdb)
+            torch.mul(kb, sw2, out=c).add_(sb2)
+            own = c if ntk_param else kb.mul_(width).add_(one)
+            torch.addcmul(own, kdb, theta, value=sw2, out=theta)
+        _check_finite(c, depth)
+        _check_finite(theta, depth)
+    if symmetric:
+        nngp, ntk = (nngp + nngp.T) / 2, (ntk + ntk.T) / 2
+    return Kernels(nngp=nngp, ntk=ntk)
 
 
 def analytic_kernels(spec, x1: torch.Tensor, x2: torch.Tensor | None = None) -> Kernels:

@@ -66,7 +66,8 @@ def piecewise_linear(a: float, b: float) -> Dual:
         b: Slope for positive inputs.
 
     Returns:
-        The dual function.
+        The dual function; its attribute ``inplace(q1, q2, c, k, kdot)`` computes the same
+        values without autograd into preallocated ``k`` and ``kdot``.
 
     """
     factor = (b - a) ** 2 / (2 * math.pi)
@@ -84,6 +85,28 @@ def piecewise_linear(a: float, b: float) -> Dual:
         kdot = torch.atan2(s, c).mul_(-factor).add_(mean_sq)
         return torch.addcmul(s.mul_(factor), kdot, c), kdot
 
+    def inplace(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor, k: torch.Tensor,
+                kdot: torch.Tensor) -> None:
+        """The no-autograd branch of the dual, written into preallocated tensors.
+
+        Same operations in the same order (so bit for bit the same values), without
+        allocating: for blocks that stay in cache (see
+        :func:`ntkcheck.kernels.analytic.mlp_kernels`).
+
+        Args:
+            q1: Variance of ``u``, broadcasting against ``c`` (e.g. ``(B, 1)``).
+            q2: Variance of ``v`` (e.g. ``(1, N2)``).
+            c: ``(B, N2)`` covariance; read only.
+            k: ``(B, N2)`` output, ``E[phi(u) phi(v)]``.
+            kdot: ``(B, N2)`` output, ``E[phi'(u) phi'(v)]``.
+
+        """
+        torch.mul(c, c, out=kdot)
+        torch.mul(q1, q2, out=k).sub_(kdot).clamp_min_(0).sqrt_()
+        torch.atan2(k, c, out=kdot).mul_(-factor).add_(mean_sq)
+        k.mul_(factor).addcmul_(kdot, c)
+
+    dual.inplace = inplace
     return dual
 
 
