@@ -36,3 +36,33 @@ def test_ntk_at_init(spec, sweep, device, measure, digits):
             theta = check_psd(empirical_ntk(net, digits.x), "empirical NTK")
             measure(spec, width=width, seed=seed,
                     value=relative_frobenius_error(theta, reference))
+
+
+#: Largest CNN width (channels) per profile: a CNN's empirical NTK costs O(N^2 (HW)^2 C) per
+#: conv layer, so wider CNNs are left to the `paper` profile (absent: every width).
+CNN_MAX_WIDTH = {"smoke": 128, "quick": 256}
+
+
+@pytest.mark.claim(
+    id="ntk-at-init",
+    statement="At initialization the empirical NTK approaches the analytic (infinite-width) NTK",
+    source="Jacot et al. 2018, Theorem 1; CNN (CNTK with global average pooling): "
+           "Arora et al. 2019, Sec. 3",
+    metric="||Θ_emp(X, X) - Θ_∞(X, X)||_F / ||Θ_∞(X, X)||_F on digits inputs",
+    tolerance=0.1,
+    rate=-0.5,
+)
+def test_ntk_at_init_cnn(sweep, device, measure, digits, ntk_profile):
+    spec = ArchSpec(family="cnn", depth=1, activation="relu")
+    x = digits.x[: max(8, len(digits.x) // 4)]  # (N, 1, 8, 8) images
+    reference = analytic_kernels(spec, x).ntk
+    cap = CNN_MAX_WIDTH.get(ntk_profile.name)
+    for width, seed in sweep:
+        if cap is not None and width > cap:
+            continue
+        with measure.guard(spec, width=width, seed=seed) as init_seed:
+            net = spec.with_width(width).build(seed=init_seed, input_shape=digits.input_shape,
+                                               device=device)
+            theta = check_psd(empirical_ntk(net, x), "empirical NTK")
+            measure(spec, width=width, seed=seed,
+                    value=relative_frobenius_error(theta, reference))
