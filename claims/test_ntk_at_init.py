@@ -4,6 +4,7 @@ Jacot et al. 2018 (Theorem 1): as the widths of an NTK-parametrized network grow
 NTK at a random initialization converges in probability to a deterministic kernel, the analytic
 NTK. The fluctuations around the limit shrink like width^(-1/2) (Hanin & Nica 2020, for fixed
 depth), so the relative Frobenius error against the analytic kernel has log-log slope -1/2.
+The same holds for CNNs with global average pooling against the CNTK (Arora et al. 2019).
 """
 
 import pytest
@@ -15,54 +16,44 @@ from ntkcheck.kernels import analytic_kernels, empirical_ntk
 from ntkcheck.metrics import relative_frobenius_error
 from ntkcheck.numerics import check_psd
 
-
-@pytest.mark.claim(
+NTK_AT_INIT = pytest.mark.claim(
     id="ntk-at-init",
     statement="At initialization the empirical NTK approaches the analytic (infinite-width) NTK",
-    source="Jacot et al. 2018, Theorem 1; O(width^-1/2) fluctuations: Hanin & Nica 2020",
+    source="Jacot et al. 2018, Theorem 1; O(width^-1/2) fluctuations: Hanin & Nica 2020; "
+           "CNNs (CNTK, global average pooling): Arora et al. 2019",
     metric="||Θ_emp(X, X) - Θ_∞(X, X)||_F / ||Θ_∞(X, X)||_F on digits inputs",
     tolerance=0.1,
     rate=-0.5,
 )
-@given(spec=strategies.mlps(parametrizations=("ntk",)))
-@example(spec=ArchSpec(depth=2, activation="relu"))
-@example(spec=ArchSpec(depth=2, activation="erf"))
-def test_ntk_at_init(spec, sweep, device, measure, digits):
-    reference = analytic_kernels(spec, digits.x).ntk
-    for width, seed in sweep:
-        with measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
-            net = spec.with_width(width).build(seed=init_seed, input_shape=digits.input_shape,
-                                               device=device)
-            theta = check_psd(empirical_ntk(net, digits.x), "empirical NTK")
-            measure(spec, width=width, seed=seed,
-                    value=relative_frobenius_error(theta, reference))
-
 
 #: Largest CNN width (channels) per profile: a CNN's empirical NTK costs O(N^2 (HW)^2 C) per
 #: conv layer, so wider CNNs are left to the `paper` profile (absent: every width).
 CNN_MAX_WIDTH = {"smoke": 128, "quick": 256}
 
 
-@pytest.mark.claim(
-    id="ntk-at-init",
-    statement="At initialization the empirical NTK approaches the analytic (infinite-width) NTK",
-    source="Jacot et al. 2018, Theorem 1; CNN (CNTK with global average pooling): "
-           "Arora et al. 2019, Sec. 3",
-    metric="||Θ_emp(X, X) - Θ_∞(X, X)||_F / ||Θ_∞(X, X)||_F on digits inputs",
-    tolerance=0.1,
-    rate=-0.5,
-)
-def test_ntk_at_init_cnn(sweep, device, measure, digits, ntk_profile):
-    spec = ArchSpec(family="cnn", depth=1, activation="relu")
-    x = digits.x[: max(8, len(digits.x) // 4)]  # (N, 1, 8, 8) images
+def _measure_sweep(spec, x, sweep, device, measure, max_width=None):
     reference = analytic_kernels(spec, x).ntk
-    cap = CNN_MAX_WIDTH.get(ntk_profile.name)
     for width, seed in sweep:
-        if cap is not None and width > cap:
+        if max_width is not None and width > max_width:
             continue
-        with measure.guard(spec, width=width, seed=seed) as init_seed:
-            net = spec.with_width(width).build(seed=init_seed, input_shape=digits.input_shape,
+        with measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
+            net = spec.with_width(width).build(seed=init_seed, input_shape=x.shape[1:],
                                                device=device)
             theta = check_psd(empirical_ntk(net, x), "empirical NTK")
             measure(spec, width=width, seed=seed,
                     value=relative_frobenius_error(theta, reference))
+
+
+@NTK_AT_INIT
+@given(spec=strategies.mlps(parametrizations=("ntk",)))
+@example(spec=ArchSpec(depth=2, activation="relu"))
+@example(spec=ArchSpec(depth=2, activation="erf"))
+def test_ntk_at_init(spec, sweep, device, measure, digits):
+    _measure_sweep(spec, digits.x, sweep, device, measure)
+
+
+@NTK_AT_INIT
+def test_ntk_at_init_cnn(sweep, device, measure, digits, ntk_profile):
+    spec = ArchSpec(family="cnn", depth=1, activation="relu")
+    images = digits.x[: max(8, len(digits.x) // 4)]  # (N, 1, 8, 8)
+    _measure_sweep(spec, images, sweep, device, measure, CNN_MAX_WIDTH.get(ntk_profile.name))
