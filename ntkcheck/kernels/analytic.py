@@ -31,10 +31,12 @@ width ``n``, to leading order in ``n``; it grows linearly with ``n``.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
+from ntkcheck.kernels._structured import intra_op_threads
 from ntkcheck.kernels.cntk import cnn_kernels
 from ntkcheck.kernels.duals import Dual, get_dual
 
@@ -95,6 +97,9 @@ def mlp_kernels(
         parametrization: ``"ntk"`` or ``"standard"``.
         width: Hidden width ``n``; needed (only) for ``"standard"``.
 
+    Without input gradients and for duals with an ``inplace`` variant (the piecewise-linear
+    ones) the layers run on cache-sized row blocks, see :func:`_mlp_blocked`.
+
     Returns:
         :class:`Kernels` of ``(N1, N2)`` float64 tensors on the inputs' device; differentiable
         w.r.t. the inputs, with finite gradients at identical, parallel and zero inputs.
@@ -121,7 +126,8 @@ def mlp_kernels(
     inplace = getattr(dual, "inplace", None)
     if inplace is not None and not (torch.is_grad_enabled()
                                     and (a.requires_grad or b.requires_grad)):
-        with torch.no_grad():
+        flops = 2.0 * a.shape[0] * b.shape[0] * (d + 25 * depth)
+        with torch.no_grad(), intra_op_threads(flops):
             return _mlp_blocked(a, b, symmetric, depth, dual, inplace, sw2, sb2, one,
                                 parametrization == "ntk", width)
     dot = a @ b.T
@@ -149,11 +155,13 @@ def mlp_kernels(
     return Kernels(nngp=c, ntk=theta)
 
 
-BLOCK_ELEMS = 32767
-"""Elements of the row blocks of :func:`_mlp_blocked`: below PyTorch's intra-op grain size
-(32768), so the elementwise operations on a block run on the calling thread (a parallel region
-per operation costs a scheduler time slice on a loaded machine), and the ~6 block-sized
-float64 tensors (~1.5 MiB) stay in a core's L2 cache through all layers."""
+BLOCK_ELEMS = 16383
+"""Elements of the row blocks of :func:`_mlp_blocked`: below the smallest intra-op grain size
+of PyTorch's CPU elementwise kernels (16384, for unary ones such as ``sqrt``), so the
+operations on a block run on the calling thread whatever the thread setting (a parallel
+region per operation costs a scheduler time slice, ~10 ms, on a loaded machine), and the
+block-sized float64 tensors (~0.5 MiB) stay in cache through all layers. Smaller blocks
+spend more time in per-operation overhead (measured on the depth-5 x 1797 digits case)."""
 
 
 def _mlp_blocked(a, b, symmetric, depth, dual, inplace, sw2, sb2, one, ntk_param, width):
@@ -161,8 +169,10 @@ def _mlp_blocked(a, b, symmetric, depth, dual, inplace, sw2, sb2, one, ntk_param
 
     The recursion is elementwise given the per-input variances, so those are computed first
     for every layer (``(N1, 1)`` and ``(1, N2)`` vectors), and then all layers run on one
-    ``(B, N2)`` row block of the output at a time, in place and in cache; the operations and
-    their order are those of the general path, so the values are the same.
+    ``(B, N2)`` row block of the output at a time, in place and in cache. The operations and
+    their order are those of the general path; values agree with it to rounding (vectorized
+    and scalar-tail elementwise kernels can differ in the last bit). For ``x2 = None`` the
+    symmetrization ``(M + M.T) / 2`` is done block by block as the rows are finished.
 
     Args:
         a: ``(N1, d)`` float64 inputs.
@@ -219,10 +229,16 @@ def _mlp_blocked(a, b, symmetric, depth, dual, inplace, sw2, sb2, one, ntk_param
             torch.mul(kb, sw2, out=c).add_(sb2)
             own = c if ntk_param else kb.mul_(width).add_(one)
             torch.addcmul(own, kdb, theta, value=sw2, out=theta)
-        _check_finite(c, depth)
-        _check_finite(theta, depth)
-    if symmetric:
-        nngp, ntk = (nngp + nngp.T) / 2, (ntk + ntk.T) / 2
+        if not all(math.isfinite(v) for t in (c, theta) for v in torch.aminmax(t)):
+            _check_finite(torch.stack((c, theta)), depth)  # raises with its message
+        if symmetric:  # (M + M.T) / 2 on the rows and columns done so far
+            for m in (nngp, ntk):
+                lower, upper = m[sl, :start], m[:start, sl]
+                lower.add_(upper.T).div_(2)
+                upper.copy_(lower.T)
+                diag, tmp = m[sl, sl], kdb[:, : c.shape[0]]
+                torch.add(diag, diag.T, out=tmp).div_(2)
+                diag.copy_(tmp)
     return Kernels(nngp=nngp, ntk=ntk)
 
 

@@ -89,8 +89,8 @@ def piecewise_linear(a: float, b: float) -> Dual:
                 kdot: torch.Tensor) -> None:
         """The no-autograd branch of the dual, written into preallocated tensors.
 
-        Same operations in the same order (so bit for bit the same values), without
-        allocating: for blocks that stay in cache (see
+        Same operations in the same order as the dual's no-autograd branch, without
+        allocating: for row blocks that stay in cache (see
         :func:`ntkcheck.kernels.analytic.mlp_kernels`).
 
         Args:
