@@ -19,54 +19,19 @@ Output gradients ``g`` come from one forward pass that records each supported la
 output (forward hooks) and one backward pass from the outputs to the recorded layer outputs,
 batched over the ``O`` output basis cotangents (``torch.autograd.grad(..., is_grads_batched=True)``,
 a ``vmap`` over the backward); the Gram products are then single ``(n1 O) x (n2 O)`` matrix
-products per layer. Small kernels run on one intra-op thread (:func:`intra_op_threads`).
+products per layer.
 Parameters of any other module fall back to per-sample Jacobian contraction.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ntkcheck.kernels import _contraction
-
-#: Kernels whose estimated cost is below this many floating-point operations (about 0.2 s on one
-#: core) are computed with one intra-op thread; see :func:`intra_op_threads`.
-SERIAL_FLOPS = 1e10
-
-
-@contextmanager
-def intra_op_threads(flops: float) -> Iterator[None]:
-    """Run a small structured kernel with one intra-op thread (restored on exit).
-
-    A structured kernel is a chain of a few dozen small products and elementwise operations.
-    Each one that PyTorch/MKL parallelizes opens an OpenMP parallel region, which waits until
-    every thread of the team has been scheduled; on a shared machine (the 2-core CI box at load
-    ~3) that costs a scheduler time slice, about 10 ms, per operation: 0.34 s for a 3 x 2048 MLP
-    whose arithmetic takes 0.05 s on one core. Below :data:`SERIAL_FLOPS` the computation is
-    short enough that one thread loses little on an idle machine (at most the parallel speed-up
-    of ~0.2 s of work) and avoids that cost; above it the caller's thread setting is kept.
-    ``torch.set_num_threads`` is process-wide: other Python threads running torch operations
-    meanwhile also run on one thread.
-
-    Args:
-        flops: Estimated floating-point operations of the computation.
-
-    """
-    threads = torch.get_num_threads()
-    if flops >= SERIAL_FLOPS or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

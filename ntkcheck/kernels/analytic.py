@@ -36,7 +36,6 @@ from typing import NamedTuple
 
 import torch
 
-from ntkcheck.kernels._structured import intra_op_threads
 from ntkcheck.kernels.cntk import cnn_kernels
 from ntkcheck.kernels.duals import Dual, get_dual
 
@@ -126,8 +125,7 @@ def mlp_kernels(
     inplace = getattr(dual, "inplace", None)
     if inplace is not None and not (torch.is_grad_enabled()
                                     and (a.requires_grad or b.requires_grad)):
-        flops = 2.0 * a.shape[0] * b.shape[0] * (d + 25 * depth)
-        with torch.no_grad(), intra_op_threads(flops):
+        with torch.no_grad():
             return _mlp_blocked(a, b, symmetric, depth, dual, inplace, sw2, sb2, one,
                                 parametrization == "ntk", width)
     dot = a @ b.T

@@ -14,7 +14,6 @@ current parameters (Jacot et al. 2018, eq. 2), summed over all parameters with
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -147,10 +146,6 @@ class _Impl:
     def flops(self, n1: int, n2: int, nb1: int) -> float:  # noqa: D102
         raise NotImplementedError
 
-    def scope(self, n1: int, n2: int, nb1: int) -> contextlib.AbstractContextManager:
-        """Context in which the kernel is computed (thread settings)."""
-        return contextlib.nullcontext()
-
 
 class _Jacobian(_Impl):
     name = "jacobian"
@@ -251,9 +246,6 @@ class _Structured(_Impl):
         inter = self._layer_terms(b1, b2)[1]
         jac = (b1 + (0 if reuse else b2) + max(b1, b2)) * p.n_out * self.n_fallback
         return feats + inter + jac + max(b1, b2) * p.n_out * p.activations
-
-    def scope(self, n1, n2, nb1):
-        return _structured.intra_op_threads(self.flops(n1, n2, nb1))
 
     def flops(self, n1, n2, nb1):
         p = self.probe
@@ -432,10 +424,9 @@ def empirical_ntk(
              "diagonal": (n1, n2, st.n_out)}[output]
     result = torch.empty(shape, dtype=dtype, device=device)
     blocks1, blocks2 = _blocks(n1, b1), _blocks(n2, b2)
-    with impl.scope(n1, n2, len(blocks1)):
-        _fill(impl, result, x1, x2, blocks1, blocks2, symmetric, output)
-        if symmetric:
-            result = (result + _transpose(result, output)) / 2
+    _fill(impl, result, x1, x2, blocks1, blocks2, symmetric, output)
+    if symmetric:
+        result = (result + _transpose(result, output)) / 2
     return result
 
 
