@@ -277,3 +277,9 @@ def test_weight_sharing_and_strided_convolutions(data, images):
         got = empirical_ntk(conv, i1, i2, implementation="structured", output=output)
         ref = expected if output == "full" else expected.diagonal(dim1=2, dim2=3).sum(-1)
         assert rel(got, ref) < 1e-10
+
+
+def test_inputs_of_the_wrong_shape_are_a_value_error():
+    net = ArchSpec(depth=1).with_width(16).build(seed=0, input_shape=(8,))
+    with pytest.raises(ValueError, match=r"cannot take inputs of shape \(5,\)"):
+        empirical_ntk(net, torch.randn(4, 5, dtype=torch.float64))

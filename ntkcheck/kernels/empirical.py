@@ -114,6 +114,12 @@ def _probe(
     try:
         with torch.no_grad():
             out = model(x[:1])
+    except RuntimeError as exc:  # e.g. "mat1 and mat2 shapes cannot be multiplied"
+        raise ValueError(
+            f"the model cannot take inputs of shape {tuple(x.shape[1:])} (one input; the first "
+            f"dimension is the batch): {str(exc).splitlines()[0]}. Pass x1/x2 shaped "
+            "(N, *input_shape) as the model was built for (e.g. spec.build(input_shape=...))"
+        ) from exc
     finally:
         for h in handles:
             h.remove()
