@@ -74,7 +74,11 @@ def _resolve_settings(config: pytest.Config) -> Settings:
         shard_opt = _option(config, "shard")
         shard = parse_shard(shard_opt) if shard_opt else None
     except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        from_ini = [f"{name} = {config.getini(name)!r}"
+                    for name in ("ntk_profile", "ntk_widths", "ntk_seeds", "ntk_shard")
+                    if config.getoption(name) is None and config.getini(name)]
+        where = f" (set in the ini file: {', '.join(from_ini)})" if from_ini else ""
+        raise pytest.UsageError(f"{exc}{where}") from None
     return Settings(
         profile=profile.with_overrides(widths=widths, n_seeds=n_seeds),
         device=_option(config, "device") or "auto",

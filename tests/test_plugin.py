@@ -263,3 +263,12 @@ def test_flat(sweep, measure):
     assert "flat-trend" in verdicts
     header, row = verdicts.splitlines()[:2]
     assert dict(zip(header.split(","), row.split(",")))["holds_at_widest"] == "False"
+
+
+def test_a_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nntk_widths = 64;128\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*'64;128' is not an integer*(set in the ini file: "
+                                 "ntk_widths = '64;128')*"])
