@@ -460,12 +460,24 @@ def merge_runs(runs: Sequence[Run]) -> Run:
         The merged run (``path`` None, ``meta["merged_from"]`` the run ids, for several).
 
     Raises:
-        RunError: No runs; records that fail the schema (or name a claim no run describes);
-            runs that judge a claim by different tolerance, rate or direction.
+        RunError: No runs; runs of different profiles or data sizes (``meta["profile"]``,
+            ``meta["n_inputs"]``); records that fail the schema (or name a claim no run
+            describes); runs that judge a claim by different tolerance, rate or direction.
 
     """
     if not runs:
         raise RunError("no runs to merge")
+    # Runs measured on different data sizes or training budgets measure different things:
+    # merging them would average, or de-duplicate away, incomparable records.
+    sizes = {(r.meta.get("profile"), r.meta.get("n_inputs")) for r in runs
+             if r.meta.get("n_inputs") is not None}
+    if len(sizes) > 1:
+        raise RunError(
+            "runs of different profiles or data sizes cannot be merged: "
+            + ", ".join(f"{r.run_id} (profile {r.meta.get('profile')}, "
+                        f"n_inputs {r.meta.get('n_inputs')})" for r in runs)
+            + "; merge shards of one sweep (same --ntk-profile), or compare runs instead"
+        )
     claims = _merge_claims(runs) if len(runs) > 1 else {k: dict(v)
                                                        for k, v in runs[0].claims.items()}
     frames = [r.records for r in runs if len(r.records)]

@@ -283,3 +283,12 @@ def test_parse_fail_on():
                          ("colour", "use verdict")):
         with pytest.raises(ValueError, match=message):
             parse_fail_on([bad])
+
+
+def test_runs_of_different_data_sizes_are_not_merged():
+    quick = make_run("q", profile="quick", n_inputs=48)
+    smoke = make_run("s", profile="smoke", n_inputs=24)
+    with pytest.raises(RunError, match="different profiles or data sizes"):
+        merge_runs([quick, smoke])
+    same = make_run("q2", profile="quick", n_inputs=48)
+    assert len(merge_runs([quick, same]).records) == len(quick.records)
