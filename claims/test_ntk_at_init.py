@@ -26,11 +26,6 @@ NTK_AT_INIT = pytest.mark.claim(
     rate=-0.5,
 )
 
-#: Largest CNN width (channels) per profile: a CNN's empirical NTK costs O(N^2 (HW)^2 C) per
-#: conv layer, so wider CNNs are left to the `paper` profile (absent: every width).
-CNN_MAX_WIDTH = {"smoke": 128, "quick": 256}
-
-
 def _measure_sweep(spec, x, sweep, device, measure, max_width=None):
     reference = analytic_kernels(spec, x).ntk
     for width, seed in sweep:
@@ -56,4 +51,4 @@ def test_ntk_at_init(spec, sweep, device, measure, digits):
 def test_ntk_at_init_cnn(sweep, device, measure, digits, ntk_profile):
     spec = ArchSpec(family="cnn", depth=1, activation="relu")
     images = digits.x[: max(8, len(digits.x) // 4)]  # (N, 1, 8, 8)
-    _measure_sweep(spec, images, sweep, device, measure, CNN_MAX_WIDTH.get(ntk_profile.name))
+    _measure_sweep(spec, images, sweep, device, measure, ntk_profile.cnn_max_width)

@@ -44,9 +44,9 @@ Settings (each architecture id maps to one data set): MLPs (Zhang et al.'s two-l
 is pinned) regress scikit-learn's diabetes target (10 standardized features, standardized
 scalar target, ``N = n_inputs``); CNNs fit digits images with one-hot targets minus 1/10
 (``N = n_inputs // 4`` images, ``N*O = 10 N`` outputs). The CNN's full-output NTK costs
-``O(N^2 (HW)^2 C)`` per conv layer, so CNN widths (channels) above ``CNN_MAX_WIDTH`` are not
-measured in the ``smoke`` and ``quick`` profiles (the ``paper`` profile, for a GPU, measures
-every width; it uses 256 diabetes points and 64 digits images).
+``O(N^2 (HW)^2 C)`` per conv layer, so CNN widths (channels) above the profile's
+``cnn_max_width`` (128 in ``smoke``, 256 in ``quick``) are not measured (the ``paper``
+profile, for a GPU, measures every width; it uses 256 diabetes points and 64 digits images).
 """
 
 from __future__ import annotations
@@ -81,8 +81,6 @@ RATE_STEPS = 8
 TARGET_FRACTION = 0.1
 #: GD learning rates tried, as fractions of ``2N / (lambda_max + lambda_min)``.
 GD_LR_FRACTIONS = (1.0, 0.5, 0.25)
-#: Largest CNN width (channels) measured per profile; absent: every width.
-CNN_MAX_WIDTH = {"smoke": 128, "quick": 256}
 
 PINNED_MLP = ArchSpec(depth=1, activation="relu")  # Zhang et al.'s two-layer ReLU network
 PINNED_CNN = ArchSpec(family="cnn", depth=1, activation="relu")
@@ -106,7 +104,7 @@ def _setting(spec: ArchSpec, profile, device) -> tuple[torch.Tensor, torch.Tenso
 
 def _units(spec: ArchSpec, sweep, profile):
     """The sweep's units, without CNN widths above the profile's cap."""
-    cap = CNN_MAX_WIDTH.get(profile.name) if spec.family == "cnn" else None
+    cap = profile.cnn_max_width if spec.family == "cnn" else None
     return [(w, s) for w, s in sweep if cap is None or w <= cap]
 
 

@@ -26,6 +26,9 @@ class Profile:
         derandomize: Whether Hypothesis draws the same architectures every run.
         shrink: Whether Hypothesis shrinks a failing claim to its simplest failing
             architecture (each shrink step re-runs the whole width sweep).
+        cnn_max_width: Widest CNN (channels) that kernel claims measure, or None for every
+            width: a CNN's empirical NTK costs O(N^2 (HW)^2 C) per conv layer, so wider CNNs
+            are left to the ``paper`` profile on a GPU.
 
     """
 
@@ -37,6 +40,7 @@ class Profile:
     train_steps: int
     derandomize: bool
     shrink: bool = True
+    cnn_max_width: int | None = None
 
     def with_overrides(self, widths: tuple[int, ...] | None = None,
                        n_seeds: int | None = None) -> Profile:
@@ -46,9 +50,9 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", (32, 64, 128, 256), n_seeds=2, n_inputs=24, max_examples=1,
-                     train_steps=20, derandomize=True, shrink=False),
+                     train_steps=20, derandomize=True, shrink=False, cnn_max_width=128),
     "quick": Profile("quick", (64, 256, 1024, 4096), n_seeds=3, n_inputs=48, max_examples=2,
-                     train_steps=50, derandomize=True),
+                     train_steps=50, derandomize=True, cnn_max_width=256),
     "paper": Profile("paper", (64, 256, 1024, 4096, 16384), n_seeds=5, n_inputs=256,
                      max_examples=10, train_steps=500, derandomize=False),
 }
