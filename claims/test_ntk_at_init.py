@@ -15,6 +15,7 @@ from ntkcheck.arch import ArchSpec
 from ntkcheck.kernels import analytic_kernels, empirical_ntk
 from ntkcheck.metrics import relative_frobenius_error
 from ntkcheck.numerics import check_psd
+from ntkcheck.profiles import CNN_CAP_REASON
 
 NTK_AT_INIT = pytest.mark.claim(
     id="ntk-at-init",
@@ -28,9 +29,7 @@ NTK_AT_INIT = pytest.mark.claim(
 
 def _measure_sweep(spec, x, sweep, device, measure, max_width=None):
     reference = analytic_kernels(spec, x).ntk
-    for width, seed in sweep:
-        if max_width is not None and width > max_width:
-            continue
+    for width, seed in measure.capped(spec, sweep, max_width, why=CNN_CAP_REASON):
         with measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
             net = spec.with_width(width).build(seed=init_seed, input_shape=x.shape[1:],
                                                device=device)
@@ -51,4 +50,4 @@ def test_ntk_at_init(spec, sweep, device, measure, digits):
 def test_ntk_at_init_cnn(sweep, device, measure, digits, ntk_profile):
     spec = ArchSpec(family="cnn", depth=1, activation="relu")
     images = digits.x[: max(8, len(digits.x) // 4)]  # (N, 1, 8, 8)
-    _measure_sweep(spec, images, sweep, device, measure, ntk_profile.cnn_max_width)
+    _measure_sweep(spec, images, sweep, device, measure, ntk_profile.width_cap(spec))

@@ -62,6 +62,7 @@ from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
 from ntkcheck.jacobian import gram_extreme_eigenvalues
 from ntkcheck.kernels import analytic_kernels
+from ntkcheck.profiles import CNN_CAP_REASON
 from ntkcheck.secondorder import (
     jacobian_stability_along_ngd,
     kernel_ngd_losses,
@@ -102,10 +103,9 @@ def _setting(spec: ArchSpec, profile, device) -> tuple[torch.Tensor, torch.Tenso
     return data.x, data.regression_targets(), "diabetes"
 
 
-def _units(spec: ArchSpec, sweep, profile):
-    """The sweep's units, without CNN widths above the profile's cap."""
-    cap = profile.cnn_max_width if spec.family == "cnn" else None
-    return [(w, s) for w, s in sweep if cap is None or w <= cap]
+def _units(spec: ArchSpec, sweep, profile, measure):
+    """The sweep's units; CNN widths above the profile's cap are recorded as capped."""
+    return measure.capped(spec, sweep, profile.width_cap(spec), why=CNN_CAP_REASON)
 
 
 @functools.lru_cache(maxsize=16)
@@ -142,7 +142,7 @@ def _full_rank(spec, sweep, device, measure, profile):
     x, y, name = _setting(spec, profile, device)
     lam_inf = torch.linalg.eigvalsh(_theta_inf(spec, x, name))
     lam_min_inf, lam_max_inf = float(lam_inf[0]), float(lam_inf[-1])
-    for width, seed in _units(spec, sweep, profile):
+    for width, seed in _units(spec, sweep, profile, measure):
         init = measure.seed(spec, width=width, seed=seed)
         net = _build(spec, width, init, x, y, device)
         lam_min, lam_max = gram_extreme_eigenvalues(net, x)
@@ -179,7 +179,7 @@ STABLE = dict(
 
 def _stable(spec, sweep, device, measure, profile):
     x, y, name = _setting(spec, profile, device)
-    for width, seed in _units(spec, sweep, profile):
+    for width, seed in _units(spec, sweep, profile, measure):
         init = measure.seed(spec, width=width, seed=seed)
         run = jacobian_stability_along_ngd(_build(spec, width, init, x, y, device), x, y,
                                            lr=ETA, steps=TRAJECTORY_STEPS)
@@ -215,7 +215,7 @@ RATE = dict(
 def _ngd_rate(spec, sweep, device, measure, profile):
     x, y, name = _setting(spec, profile, device)
     theta_inf = _theta_inf(spec, x, name)
-    for width, seed in _units(spec, sweep, profile):
+    for width, seed in _units(spec, sweep, profile, measure):
         init = measure.seed(spec, width=width, seed=seed)
         net = _build(spec, width, init, x, y, device)
         with torch.no_grad():
@@ -258,7 +258,7 @@ def _beats(spec, sweep, device, measure, profile):
     budget = 4 * profile.train_steps
     race = dict(eta=ETA, target_fraction=TARGET_FRACTION, lr_fractions=GD_LR_FRACTIONS,
                 budget=budget)
-    for width, seed in _units(spec, sweep, profile):
+    for width, seed in _units(spec, sweep, profile, measure):
         init = measure.seed(spec, width=width, seed=seed)
         net = _build(spec, width, init, x, y, device)
         with torch.no_grad():

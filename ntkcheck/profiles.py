@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-__all__ = ["Profile", "PROFILES", "get_profile", "parse_widths"]
+__all__ = ["CNN_CAP_REASON", "Profile", "PROFILES", "get_profile", "parse_widths"]
+
+#: Why :attr:`Profile.cnn_max_width` exists, for ``measure.capped(..., why=CNN_CAP_REASON)``.
+CNN_CAP_REASON = ("the profile's cnn_max_width: a CNN's empirical NTK grows with the image "
+                  "positions squared; the paper profile sweeps every width")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,14 @@ class Profile:
     derandomize: bool
     shrink: bool = True
     cnn_max_width: int | None = None
+
+    def width_cap(self, spec) -> int | None:
+        """The widest width a kernel claim measures for ``spec``.
+
+        :attr:`cnn_max_width` for the image families (``"cnn"``, ``"resnet"``), None (no cap)
+        for MLPs. Use it with ``measure.capped(spec, sweep, profile.width_cap(spec))``.
+        """
+        return self.cnn_max_width if getattr(spec, "family", "mlp") != "mlp" else None
 
     def with_overrides(self, widths: tuple[int, ...] | None = None,
                        n_seeds: int | None = None) -> Profile:

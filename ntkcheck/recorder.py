@@ -44,7 +44,9 @@ class Recorder:
       records do not depend on workers or test order;
     * :meth:`guard` wraps a unit: an out-of-memory error inside it (the kernel engine's
       estimate, or the device's) becomes a "not measured: out of memory" record and the
-      sweep goes on with the other widths.
+      sweep goes on with the other widths;
+    * :meth:`capped` sweeps only the widths up to a cap (e.g. ``Profile.cnn_max_width``) and
+      records the wider units as "not measured: above the width cap".
     """
 
     def __init__(self, item: pytest.Item, claim: Claim, settings: Settings, device: Any,
@@ -151,7 +153,8 @@ class Recorder:
             spec: The architecture.
             width: The width.
             seed: The seed index.
-            status: A key of :data:`ntkcheck.status.NOT_MEASURED` (``"oom"``, ``"timeout"``).
+            status: A key of :data:`ntkcheck.status.NOT_MEASURED` (``"oom"``, ``"timeout"``,
+                ``"capped"``).
             reason: One line for the report.
 
         Raises:
@@ -163,6 +166,35 @@ class Recorder:
         record = self._record(spec, width, seed, None, status, "")
         record["reason"] = str(reason).splitlines()[0][:500] if reason else status
         return self._emit(spec, record)
+
+    def capped(self, spec: Any, sweep: Any, max_width: int | None,
+               why: str = "") -> Iterator[tuple[int, int]]:
+        """The ``(width, seed)`` pairs of ``sweep`` up to ``max_width``; record the rest.
+
+        ``for width, seed in measure.capped(spec, sweep, ntk_profile.cnn_max_width):`` runs
+        the units at widths ``<= max_width`` and records each wider unit as not measured with
+        status ``"capped"`` (the report's grid and the terminal summary say "not measured:
+        above the width cap"), so a width a claim leaves out on purpose reads differently
+        from one that was lost. Verdicts judge the widest width measured.
+
+        Args:
+            spec: The architecture.
+            sweep: The ``sweep`` fixture (or any iterable of ``(width, seed)`` pairs).
+            max_width: The widest width to measure; None measures every width.
+            why: Why the cap exists, appended to the record's ``reason``.
+
+        Returns:
+            An iterator over the ``(width, seed)`` pairs to measure, in ``sweep``'s order.
+
+        """
+        for width, seed in sweep:
+            if max_width is None or width <= max_width:
+                yield width, seed
+            elif (spec.arch_id, int(width), int(seed)) not in self._done:
+                reason = f"width {width} is above the cap {max_width}" + (
+                    f" ({why})" if why else "")
+                self.not_measured(spec, width=width, seed=seed, status="capped",
+                                  reason=reason)
 
     def _units(self) -> list[tuple[int, int]]:
         p = self._settings.profile

@@ -7,6 +7,8 @@ missing (``null`` in ``records.jsonl``, NaN in tables) and a ``reason`` column s
 * ``"oom"``: the unit would not fit in memory (the kernel engine's estimate refused it, or the
   device ran out of memory); the sweep went on with the other widths.
 * ``"timeout"``: the claim test ran past ``--ntk-timeout``; its finished units are kept.
+* ``"capped"``: the claim leaves this width out on purpose (``measure.capped``, e.g. CNNs
+  above ``Profile.cnn_max_width``, whose kernels cost too much on a CPU).
 
 Verdicts, rate fits and the finite-value check of the record schema use measured records only.
 Records written before the column existed count as measured.
@@ -23,7 +25,8 @@ __all__ = ["MEASURED", "NOT_MEASURED", "STATUSES", "label", "measured_mask", "me
 
 MEASURED = "measured"
 #: Not-measured statuses and how the report words them ("not measured: <label>").
-NOT_MEASURED = {"oom": "out of memory", "timeout": "timed out"}
+NOT_MEASURED = {"oom": "out of memory", "timeout": "timed out",
+                "capped": "above the width cap"}
 STATUSES = (MEASURED, *NOT_MEASURED)
 
 

@@ -1,5 +1,6 @@
 """Issue 10, end to end: real pytest runs (in-process, subprocesses, signals, dying workers)."""
 
+import csv
 import json
 import os
 import re
@@ -268,6 +269,44 @@ def test_big(sweep, measure):
     assert all(r["value"] is None and "batch_size" in r["reason"] for r in oom)
     assert ">not measured: out of memory<" in (run / "report.html").read_text()
     assert json.loads((run / "meta.json").read_text())["n_not_measured"] == 2
+
+
+CLAIM_CAPPED = '''
+import pytest
+from ntkcheck.arch import ArchSpec
+
+@pytest.mark.claim(id="capped", statement="s", source="t", metric="m", tolerance={tol})
+def test_capped(sweep, measure):
+    spec = ArchSpec(family="cnn", depth=1)
+    for width, seed in measure.capped(spec, sweep, 16, why="CNN kernels cost too much"):
+        measure(spec, width=width, seed=seed, value=1 / width)
+'''
+
+
+def test_widths_above_a_cap_are_recorded_as_capped_and_the_widest_measured_is_judged(
+        pytester):
+    """``measure.capped``: wider units are 'not measured: above the width cap' records, the
+    verdict judges width 16 (and fails when width 16 misses the tolerance)."""
+    pytester.makepyfile(test_cap=CLAIM_CAPPED.format(tol=0.1))
+    result = pytester.runpytest(*SMALL, "--ntk-widths", "8,16,32", "--ntk-seeds", "2")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["NOT MEASURED  capped * width(s) 32: above the width cap"])
+    run = _run_dir(pytester.path)
+    records = _records(run)
+    assert {(r["width"], r["status"]) for r in records} == {
+        (8, "measured"), (16, "measured"), (32, "capped")}
+    capped = [r for r in records if r["status"] == "capped"]
+    assert len(capped) == 2 and all(r["value"] is None for r in capped)
+    assert all(r["reason"] == "width 32 is above the cap 16 (CNN kernels cost too much)"
+               for r in capped)
+    verdicts = list(csv.DictReader((run / "verdicts.csv").open()))
+    assert (verdicts[0]["widest_width"], verdicts[0]["holds_at_widest"]) == ("16", "True")
+    assert "not measured: above the width cap" in (run / "report.html").read_text()
+
+    pytester.makepyfile(test_cap=CLAIM_CAPPED.format(tol=0.01))  # 1/16 > 0.01: must fail
+    result = pytester.runpytest(*SMALL, "--ntk-widths", "8,16,32", "--ntk-seeds", "2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*fails at every width up to 16*"])
 
 
 # ----------------------------------------------------------------------------- 5. time limits
