@@ -20,7 +20,18 @@ Both parametrizations train at base rate ``N / lambda_max`` of the learning-rate
   (``tests/test_training_negative_controls.py`` asserts it does).
 * ``feature-learning-mup``: under muP the change stays above a width-independent floor
   (slope 0).
-"""
+
+CNNs (``test_*_cnn``, same claim ids): a depth-1 CNN (one 3x3 conv of ``width`` channels with
+erf, global average pooling, dense read-out), NTK-parametrized and muP, on a quarter of the
+digits images (``Profile.n_cnn_inputs``, at least 8; see :mod:`test_lazy_training` for the cost
+and for erf). Its hidden features are the ``width`` pooled channels, the read-out's input. The
+predictions carry over with the channels as the width: each channel's parameters move by
+O(width^-1/2) under the NTK parametrization, so the pooled features and their Gram matrix move
+as an MLP's hidden layer's do (slope -2); muP's per-layer rates
+(:func:`ntkcheck.arch.param_groups`: ``lr * width`` for the input conv, whose fan-in ``9`` does
+not grow, and for the read-out, whose multiplier is ``1 / width``) are those of a
+one-hidden-layer MLP, so the features move by Theta(1). The muP CNN under ``feature-learning``
+is a negative control there too. """
 
 import pytest
 import torch
@@ -35,6 +46,9 @@ from ntkcheck.train import train
 TARGET_LOSS = 0.05
 #: Step budget, in multiples of the profile's ``train_steps``.
 BUDGET = 4
+#: The CNN setting (module docstring), NTK-parametrized and muP.
+CNN = ArchSpec(family="cnn", depth=1, activation="erf")
+CNN_MUP = ArchSpec(family="cnn", depth=1, activation="erf", parametrization="mup")
 
 
 def feature_change(spec, sweep, device, measure, digits, ntk_profile):
@@ -78,7 +92,13 @@ def test_feature_learning(spec, sweep, device, measure, digits, ntk_profile):
     feature_change(spec, sweep, device, measure, digits, ntk_profile)
 
 
-@pytest.mark.claim(
+@pytest.mark.claim(**LAZY_FEATURES)
+def test_feature_learning_cnn(sweep, device, measure, digits, ntk_profile):
+    feature_change(CNN, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs),
+                   ntk_profile)
+
+
+FEATURES_MUP = dict(
     id="feature-learning-mup",
     statement="Under muP the hidden representation changes by a width-independent amount",
     source="Yang & Hu 2021, Thm 3.4 and Cor. 3.9 (muP: maximal feature learning)",
@@ -87,7 +107,16 @@ def test_feature_learning(spec, sweep, device, measure, digits, ntk_profile):
     rate=0.0,
     direction="above",
 )
+
+
+@pytest.mark.claim(**FEATURES_MUP)
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, parametrizations=("mup",)))
 @example(spec=ArchSpec(depth=1, activation="relu", parametrization="mup"))
 def test_feature_learning_mup(spec, sweep, device, measure, digits, ntk_profile):
     feature_change(spec, sweep, device, measure, digits, ntk_profile)
+
+
+@pytest.mark.claim(**FEATURES_MUP)
+def test_feature_learning_mup_cnn(sweep, device, measure, digits, ntk_profile):
+    feature_change(CNN_MUP, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs),
+                   ntk_profile)

@@ -25,6 +25,18 @@ optimizes over-parameterized neural networks", Thm 4.1: linear convergence at a 
   training at 1.5x that limit still converges within the step budget, which theory for the
   kernel regime excludes and the catapult mechanism of finite networks allows (Lewkowycz et
   al. 2020, "The large learning rate phase of deep learning").
+
+CNN setting (``test_gd_rate_cnn``, ``test_gd_stable_lr_cnn``, same claim ids): one 3x3
+convolution of ``width`` channels, global average pooling and a dense read-out (NTK
+parametrization) on ``n_inputs // 4`` digits images (``Profile.n_cnn_inputs``, at least 8;
+a CNTK costs O(N^2 (HW)^2)); the analytic NTK is the CNTK
+with global average pooling (Arora et al. 2019, :func:`ntkcheck.kernels.analytic_kernels`).
+The predicted slopes are the same, with channels in place of units: the empirical NTK of a
+CNN is a sum over channels that converges to the CNTK (Arora et al. 2019; Yang 2020, "Tensor
+Programs II"), with O(channels^-1/2) fluctuations at initialization and O(1/channels) movement
+during training by the same counting as for MLPs. ``gd-rate`` pins erf, a smooth
+activation with a closed-form dual (GELU's CNTK needs quadrature at every pair of image
+positions: minutes for a dozen images); ``gd-stable-lr`` pins erf and ReLU, as for MLPs.
 """
 
 import math
@@ -46,6 +58,10 @@ BISECTIONS = 10
 STABILITY_STEPS = 20
 #: Multiple of 2N / lambda_max at which convergence through the catapult is recorded.
 CATAPULT = 1.5
+
+#: Pinned CNNs (module docstring).
+CNN_ERF = ArchSpec(family="cnn", depth=1, activation="erf")
+CNN_RELU = ArchSpec(family="cnn", depth=1, activation="relu")
 
 SMOOTH = strategies.mlps(min_depth=1, max_depth=1, activations=("erf", "gelu"),
                          parametrizations=("ntk",), biases=(True,))
@@ -77,7 +93,7 @@ RATE = dict(
               "1 - lr λ_min / N per step",
     source="Du et al. 2018, Thm 4.1; Lee et al. 2019, eq. 9",
     metric="|measured / predicted - 1| of the per-step log-contraction along v_min of the "
-           "NTK Gram at init (digits)",
+           "NTK Gram at init (digits; digits images for CNNs)",
     tolerance=0.1,
     rate=-1.0,
 )
@@ -93,6 +109,12 @@ def test_gd_rate(spec, sweep, device, measure, digits, ntk_profile):
 @pytest.mark.claim(**RATE)
 def test_gd_rate_practical(sweep, device, measure, digits, ntk_profile):
     gd_rate_error(ArchSpec(depth=1, activation="relu"), sweep, device, measure, digits,
+                  ntk_profile)
+
+
+@pytest.mark.claim(**RATE)
+def test_gd_rate_cnn(sweep, device, measure, digits, ntk_profile):
+    gd_rate_error(CNN_ERF, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs),
                   ntk_profile)
 
 
@@ -136,7 +158,7 @@ STABLE_LR = dict(
               "2N / λ_max of the NTK Gram",
     source="Lee et al. 2019, eq. 9 (kernel regime); Lewkowycz et al. 2020 (catapult above it)",
     metric="|lr* λ_max / (2N) - 1|, lr* by bisection; residual along the top eigenvector of "
-           "the analytic NTK Gram (digits)",
+           "the analytic NTK Gram (digits; digits images and the CNTK for CNNs)",
     tolerance=0.05,
     rate=-0.5,
 )
@@ -148,3 +170,9 @@ STABLE_LR = dict(
 @example(spec=ArchSpec(depth=1, activation="relu"))
 def test_gd_stable_lr(spec, sweep, device, measure, digits):
     stable_lr_error(spec, sweep, device, measure, digits)
+
+
+@pytest.mark.claim(**STABLE_LR)
+@pytest.mark.parametrize("spec", (CNN_ERF, CNN_RELU), ids=lambda s: s.activation)
+def test_gd_stable_lr_cnn(spec, sweep, device, measure, digits, ntk_profile):
+    stable_lr_error(spec, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs))

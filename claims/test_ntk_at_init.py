@@ -49,5 +49,5 @@ def test_ntk_at_init(spec, sweep, device, measure, digits):
 @NTK_AT_INIT
 def test_ntk_at_init_cnn(sweep, device, measure, digits, ntk_profile):
     spec = ArchSpec(family="cnn", depth=1, activation="relu")
-    images = digits.x[: max(8, len(digits.x) // 4)]  # (N, 1, 8, 8)
+    images = digits.head(ntk_profile.n_cnn_inputs).x  # (N, 1, 8, 8)
     _measure_sweep(spec, images, sweep, device, measure, ntk_profile.width_cap(spec))

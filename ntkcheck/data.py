@@ -93,6 +93,17 @@ class Dataset:
         eye = torch.nn.functional.one_hot(self.y, self.n_classes).to(self.x.dtype)
         return eye - 1.0 / self.n_classes
 
+    def head(self, n: int) -> Dataset:
+        """The first ``n`` examples (all of them when ``n >= len(self)``).
+
+        Raises:
+            DataError: If ``n`` is not a positive integer.
+
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DataError(f"{self.name}: head(n) needs a positive integer n, got {n!r}")
+        return self if n >= len(self) else self.split(n)[0]
+
     def split(self, n_train: int) -> tuple[Dataset, Dataset]:
         """The first ``n_train`` examples and the rest, as two data sets."""
         if not 0 < n_train < len(self):

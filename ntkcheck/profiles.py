@@ -46,11 +46,20 @@ class Profile:
     shrink: bool = True
     cnn_max_width: int | None = None
 
+    @property
+    def n_cnn_inputs(self) -> int:
+        """Inputs of the CNN settings: ``n_inputs // 4``, at least 8.
+
+        An analytic CNTK costs O(N^2 (HW)^2) and a CNN training step O(N HW width), so CNN
+        claims use a quarter of the profile's data points.
+        """
+        return max(8, self.n_inputs // 4)
+
     def width_cap(self, spec) -> int | None:
         """The widest width a kernel claim measures for ``spec``.
 
         :attr:`cnn_max_width` for the image families (``"cnn"``, ``"resnet"``), None (no cap)
-        for MLPs. Use it with ``measure.capped(spec, sweep, profile.width_cap(spec))``.
+        for MLPs. Use it as ``measure.capped(spec, sweep, profile.width_cap(spec))``.
         """
         return self.cnn_max_width if getattr(spec, "family", "mlp") != "mlp" else None
 

@@ -45,3 +45,16 @@ def test_npz_files_and_unknown_names(tmp_path):
         load_dataset("mnist")
     with pytest.raises(DataError, match="out of range"):
         load_dataset("iris", n=1000)
+
+
+def test_head_and_split_keep_the_order_and_the_metadata():
+    data = load_dataset("digits", n=20, seed=3)
+    head = data.head(8)
+    assert len(head) == 8 and head.input_shape == (1, 8, 8) and head.n_classes == 10
+    assert torch.equal(head.x, data.x[:8]) and torch.equal(head.y, data.y[:8])
+    assert data.head(20) is data and data.head(50) is data
+    train, test = data.split(12)
+    assert torch.equal(torch.cat([train.x, test.x]), data.x)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(DataError, match="positive integer"):
+            data.head(bad)

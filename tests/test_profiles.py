@@ -25,3 +25,9 @@ def test_unknown_profile_and_bad_widths_name_the_problem():
     with pytest.raises(ValueError, match="'64;128' is not an integer"):
         parse_widths("64;128")
     assert parse_widths("256, 64,64") == (64, 256)
+
+
+def test_cnn_settings_use_a_quarter_of_the_inputs_and_at_least_eight():
+    for profile in PROFILES.values():
+        assert profile.n_cnn_inputs == max(8, profile.n_inputs // 4)
+    assert PROFILES["quick"].n_cnn_inputs == 12 and PROFILES["smoke"].n_cnn_inputs == 8

@@ -4,8 +4,12 @@ Each control runs the real claim's measurement code (imported from ``claims/``) 
 real claim marker, in a setting where theory predicts the claim fails: muP, whose features and
 kernel move by O(1) at every width (Yang & Hu 2021), for the claims about lazy training; a
 reference kernel of the wrong architecture (one hidden layer more) for the claims that compare
-with a closed form. One pytester run holds every control; each must fail at every width swept,
-and the report must say so. Small widths, one seed, the smoke profile.
+with a closed form. The CNN settings (a depth-1 CNN on a quarter of the digits images) have
+controls too: a muP CNN for the lazy-training claims and ``gd-rate``, and the CNTK of a depth-2
+CNN as the wrong reference for ``kernel-regression`` and ``gd-stable-lr``. One pytester run
+per control;
+each must fail at every width swept, and the report must say so. Small widths, one seed, the
+smoke profile.
 """
 
 import csv
@@ -30,8 +34,12 @@ import test_linearized_dynamics as lin
 import test_nngp_at_init as nngp
 
 MUP = ArchSpec(depth=1, activation="relu", parametrization="mup")
+MUP_CNN = ArchSpec(family="cnn", depth=1, activation="erf", parametrization="mup")
 NTK = ArchSpec(depth=1, activation="erf")
 DEEPER = ArchSpec(depth=2, activation="erf")  # the wrong reference: one layer more
+CNN = ArchSpec(family="cnn", depth=1, activation="erf")
+DEEPER_CNN = ArchSpec(family="cnn", depth=2, activation="erf")  # the wrong reference CNTK
+MUP_RELU_CNN = ArchSpec(family="cnn", depth=1, activation="relu", parametrization="mup")
 
 
 @pytest.mark.claim(**lazy.LAZY_WEIGHTS)
@@ -47,6 +55,23 @@ def test_lazy_kernel_mup(sweep, device, measure, digits, ntk_profile):
 @pytest.mark.claim(**lin.CLAIM)
 def test_linearized_dynamics_mup(sweep, device, measure, ntk_profile):
     lin.linearized_deviation(MUP, sweep, device, measure, ntk_profile)
+
+
+@pytest.mark.claim(**lazy.LAZY_WEIGHTS)
+def test_lazy_weights_mup_cnn(sweep, device, measure, digits, ntk_profile):
+    images = digits.head(ntk_profile.n_cnn_inputs)
+    lazy.lazy_weights(MUP_CNN, sweep, device, measure, images, ntk_profile)
+
+
+@pytest.mark.claim(**lazy.LAZY_KERNEL)
+def test_lazy_kernel_mup_cnn(sweep, device, measure, digits, ntk_profile):
+    images = digits.head(ntk_profile.n_cnn_inputs)
+    lazy.lazy_kernel(MUP_CNN, sweep, device, measure, images, ntk_profile)
+
+
+@pytest.mark.claim(**lin.CLAIM)
+def test_linearized_dynamics_mup_cnn(sweep, device, measure, ntk_profile):
+    lin.linearized_deviation(MUP_CNN, sweep, device, measure, ntk_profile)
 
 
 @pytest.mark.claim(**kr.CLAIM)
@@ -77,38 +102,65 @@ def test_nngp_gaussian_wrong_kernel(sweep, measure, digits):
 @pytest.mark.claim(**fl.LAZY_FEATURES)
 def test_feature_learning_mup(sweep, device, measure, digits, ntk_profile):
     fl.feature_change(MUP, sweep, device, measure, digits, ntk_profile)
+
+
+@pytest.mark.claim(**fl.LAZY_FEATURES)
+def test_feature_learning_mup_cnn(sweep, device, measure, digits, ntk_profile):
+    images = digits.head(ntk_profile.n_cnn_inputs)
+    fl.feature_change(MUP_CNN, sweep, device, measure, images, ntk_profile)
+
+
+@pytest.mark.claim(**kr.CLAIM)
+def test_kernel_regression_cnn_wrong_kernel(sweep, device, measure, ntk_profile):
+    kr.kernel_regression_error_cnn(CNN, sweep, device, measure, ntk_profile,
+                                   reference=DEEPER_CNN)
+
+
+@pytest.mark.claim(**gd.STABLE_LR)
+def test_gd_stable_lr_cnn_wrong_kernel(sweep, device, measure, digits, ntk_profile):
+    images = digits.head(ntk_profile.n_cnn_inputs)
+    gd.stable_lr_error(CNN, sweep, device, measure, images, reference=DEEPER_CNN)
+
+
+@pytest.mark.claim(**gd.RATE)
+def test_gd_rate_cnn_mup(sweep, device, measure, digits, ntk_profile):
+    images = digits.head(ntk_profile.n_cnn_inputs)
+    gd.gd_rate_error(MUP_RELU_CNN, sweep, device, measure, images, ntk_profile)
 '''
 
-#: claim id -> the architecture its control measures.
+#: control test -> (claim id, the architecture it measures).
 EXPECTED = {
-    "lazy-weights": "mlp-d1-relu-mup-b",
-    "lazy-kernel": "mlp-d1-relu-mup-b",
-    "linearized-dynamics": "mlp-d1-relu-mup-b",
-    "kernel-regression": "mlp-d1-erf-ntk-b",
-    "gd-rate": "mlp-d1-relu-mup-b",
-    "gd-stable-lr": "mlp-d1-erf-ntk-b",
-    "nngp-at-init": "mlp-d1-erf-ntk-b",
-    "nngp-gaussian": "mlp-d1-erf-ntk-b",
-    "feature-learning": "mlp-d1-relu-mup-b",
+    "test_lazy_weights_mup": ("lazy-weights", "mlp-d1-relu-mup-b"),
+    "test_lazy_kernel_mup": ("lazy-kernel", "mlp-d1-relu-mup-b"),
+    "test_linearized_dynamics_mup": ("linearized-dynamics", "mlp-d1-relu-mup-b"),
+    "test_kernel_regression_wrong_kernel": ("kernel-regression", "mlp-d1-erf-ntk-b"),
+    "test_gd_rate_mup": ("gd-rate", "mlp-d1-relu-mup-b"),
+    "test_gd_stable_lr_wrong_kernel": ("gd-stable-lr", "mlp-d1-erf-ntk-b"),
+    "test_nngp_covariance_wrong_kernel": ("nngp-at-init", "mlp-d1-erf-ntk-b"),
+    "test_nngp_gaussian_wrong_kernel": ("nngp-gaussian", "mlp-d1-erf-ntk-b"),
+    "test_feature_learning_mup": ("feature-learning", "mlp-d1-relu-mup-b"),
+    "test_lazy_weights_mup_cnn": ("lazy-weights", "cnn-d1-erf-mup-b-gap"),
+    "test_lazy_kernel_mup_cnn": ("lazy-kernel", "cnn-d1-erf-mup-b-gap"),
+    "test_linearized_dynamics_mup_cnn": ("linearized-dynamics", "cnn-d1-erf-mup-b-gap"),
+    "test_feature_learning_mup_cnn": ("feature-learning", "cnn-d1-erf-mup-b-gap"),
+    "test_kernel_regression_cnn_wrong_kernel": ("kernel-regression", "cnn-d1-erf-ntk-b-gap"),
+    "test_gd_stable_lr_cnn_wrong_kernel": ("gd-stable-lr", "cnn-d1-erf-ntk-b-gap"),
+    "test_gd_rate_cnn_mup": ("gd-rate", "cnn-d1-relu-mup-b-gap"),
 }
 WIDTHS = (256, 1024, 2048)
 
 
-def _control(claim_id: str) -> str:
-    """The inner test file: the imports and the one control test of ``claim_id``."""
+def _control(name: str) -> str:
+    """The inner test file: the imports and the one control test called ``name``."""
     head, *tests = CONTROLS.split("\n\n@pytest.mark.claim")
-    marker = {"lazy-weights": "lazy.LAZY_WEIGHTS", "lazy-kernel": "lazy.LAZY_KERNEL",
-              "linearized-dynamics": "lin.CLAIM", "kernel-regression": "kr.CLAIM",
-              "gd-rate": "gd.RATE", "gd-stable-lr": "gd.STABLE_LR",
-              "nngp-at-init": "nngp.COVARIANCE", "nngp-gaussian": "nngp.GAUSSIAN",
-              "feature-learning": "fl.LAZY_FEATURES"}[claim_id]
-    (test,) = [t for t in tests if t.startswith(f"(**{marker})")]
+    (test,) = [t for t in tests if f"\ndef {name}(" in t]
     return f"{head}\n\n@pytest.mark.claim{test}".format(claims=str(CLAIMS))
 
 
-@pytest.mark.parametrize("claim_id", sorted(EXPECTED))
-def test_control_fails_at_every_width(pytester, claim_id):
-    pytester.makepyfile(test_control=_control(claim_id))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_control_fails_at_every_width(pytester, name):
+    claim_id, arch_id = EXPECTED[name]
+    pytester.makepyfile(test_control=_control(name))
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-seeds", "1", "--ntk-widths",
                                 ",".join(map(str, WIDTHS)), "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
@@ -116,7 +168,7 @@ def test_control_fails_at_every_width(pytester, claim_id):
     with open(report / "width_verdicts.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["claim_id"] for r in rows} == {claim_id}
-    assert {r["arch_id"] for r in rows} == {EXPECTED[claim_id]}
+    assert {r["arch_id"] for r in rows} == {arch_id}
     assert [int(r["width"]) for r in rows] == list(WIDTHS)
     assert [r["holds"] for r in rows] == ["False"] * len(WIDTHS), rows
-    result.stdout.fnmatch_lines([f"FAILS*{claim_id} *{EXPECTED[claim_id]}*fails at every width*"])
+    result.stdout.fnmatch_lines([f"FAILS*{claim_id} *{arch_id}*fails at every width*"])
