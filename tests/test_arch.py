@@ -369,6 +369,16 @@ def test_param_groups_mup_conv_and_batchnorm():
     assert sgd["7.bias"] == 1.0 and adam["0.weight"] == 1.0
 
 
+def test_param_groups_mup_depth_one_cnn():
+    """The CNN training claims' network: input conv (fan-in 9, fan-out = width) and read-out
+    at ``lr * width``, read-out bias at ``lr``; the read-out multiplier is ``1 / width``."""
+    net = ArchSpec("cnn", depth=1, activation="erf", parametrization="mup").with_width(
+        16).build(seed=0, input_shape=(1, 8, 8))
+    assert _lrs(net, 0.1, "sgd") == pytest.approx({"0.weight": 1.6, "0.bias": 1.6,
+                                                   "3.weight": 1.6, "3.bias": 0.1})
+    assert net[3].weight_multiplier == pytest.approx(1 / 16)
+
+
 def test_param_groups_work_with_torch_optimizers_and_errors():
     model = ArchSpec(parametrization="mup").with_width(4).build(seed=0, input_shape=3)
     opt = torch.optim.Adam(param_groups(model, 1e-3, "adam"))

@@ -21,7 +21,10 @@ def test_hidden_features_are_the_readout_input(x):
     net = ArchSpec(depth=2, activation="erf").with_width(16).build(seed=0, input_shape=(1, 8, 8))
     torch.testing.assert_close(hidden_features(net, x), net[:-1](x).detach())
     cnn = ArchSpec(family="cnn", depth=1).with_width(4).build(seed=0, input_shape=(1, 8, 8))
+    with torch.no_grad():  # conv, activation, then the global average pool over positions
+        pooled = cnn[1](cnn[0](x)).mean(dim=(-2, -1))
     assert hidden_features(cnn, x).shape == (12, 4)
+    torch.testing.assert_close(hidden_features(cnn, x), pooled)
     with pytest.raises(ValueError, match="readout"):
         hidden_features(torch.nn.Linear(64, 1).double(), x.reshape(12, -1))
 
@@ -79,8 +82,11 @@ def test_lr_weighted_ntk_with_unit_rates_is_the_ntk(x):
                                empirical_ntk(net, x), rtol=1e-12, atol=1e-12)
 
 
-def test_lr_weighted_ntk_matches_weighted_jacobians_and_one_mup_step(x):
-    spec = ArchSpec(depth=2, activation="tanh", parametrization="mup")
+@pytest.mark.parametrize("spec", [
+    ArchSpec(depth=2, activation="tanh", parametrization="mup"),
+    ArchSpec(family="cnn", depth=1, activation="erf", parametrization="mup"),  # CNN claims'
+], ids=lambda s: s.arch_id)
+def test_lr_weighted_ntk_matches_weighted_jacobians_and_one_mup_step(x, spec):
     net = spec.with_width(16).build(seed=0, input_shape=(1, 8, 8))
     lr = 1e-4
     groups = param_groups(net, lr)

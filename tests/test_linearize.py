@@ -16,8 +16,8 @@ def data():
     return load_dataset("digits", n=24 + 8, seed=0).split(24)
 
 
-def _net(depth=2, width=32, out=3, activation="tanh"):
-    return ArchSpec(depth=depth, activation=activation).with_width(width).build(
+def _net(depth=2, width=32, out=3, activation="tanh", family="mlp"):
+    return ArchSpec(family=family, depth=depth, activation=activation).with_width(width).build(
         seed=0, input_shape=(1, 8, 8), out_features=out)
 
 
@@ -50,10 +50,12 @@ def test_equals_network_at_initialization_and_leaves_it_alone(data):
     assert not lin.training and not any(b.requires_grad for b in lin.buffers())
 
 
-def test_is_first_order_taylor_model(data):
+@pytest.mark.parametrize("arch", [{}, dict(family="cnn", depth=1, width=8, activation="erf")],
+                         ids=["mlp", "cnn"])
+def test_is_first_order_taylor_model(data, arch):
     """f_lin(theta_0 + d) - f(theta_0) = J d with J from jacrev, and linear in d."""
     x = data[0].x[:6]
-    net = _net()
+    net = _net(**arch)
     lin = linearize(net)
     n_params = sum(p.numel() for p in net.parameters())
     delta = torch.randn(n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -65,7 +67,7 @@ def test_is_first_order_taylor_model(data):
     _set_delta(lin, 0.6 * delta)
     torch.testing.assert_close(lin(x).detach() - f0, 2 * step, rtol=1e-10, atol=1e-12)
     # the network itself is not linear: the same move changes it differently
-    moved = _net()
+    moved = _net(**arch)
     with torch.no_grad():
         torch.nn.utils.vector_to_parameters(
             torch.nn.utils.parameters_to_vector(moved.parameters()) + 0.6 * delta,

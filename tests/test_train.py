@@ -194,3 +194,8 @@ def test_kernel_lr(digits):
         assert lr_mup == pytest.approx(0.5 * len(x) / float(torch.linalg.eigvalsh(gram)[-1]),
                                        rel=1e-10)
         assert {g["name"]: g["lr"] for g in groups}["1.weight"] == pytest.approx(lr_mup * 64)
+    cnn = ArchSpec(family="cnn", depth=1, activation="erf")  # the CNTK's largest eigenvalue
+    lr_cnn, params = kernel_lr(cnn.with_width(16), cnn.with_width(16).build(
+        seed=0, input_shape=(1, 8, 8)), x[:8])
+    lam = float(torch.linalg.eigvalsh(analytic_kernels(cnn, x[:8]).ntk)[-1])
+    assert params is None and lr_cnn == pytest.approx(8 / lam, rel=1e-12)
