@@ -201,6 +201,19 @@ def test_cntk_matches_monte_carlo_at_width_1024(spec, images):
     assert rel(mean, expected) < 0.05
 
 
+@pytest.mark.parametrize("spec", [ArchSpec(family="cnn", depth=1, activation="erf"),
+                                  ArchSpec(family="cnn", depth=2, activation="relu")],
+                         ids=lambda s: s.arch_id)
+def test_cntk_cross_kernel_is_the_block_of_the_joint_kernel(spec, images):
+    """``analytic_kernels(spec, z, x)`` (the held-out rows kernel-regression uses) equals the
+    (z, x) block of the kernel on ``cat(z, x)``, computed by the symmetric path."""
+    z, x = images[:1] * 1.5, images[1:]
+    joint = analytic_kernels(spec, torch.cat([z, x]))
+    cross = analytic_kernels(spec, z, x)
+    torch.testing.assert_close(cross.ntk, joint.ntk[:1, 1:], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(cross.nngp, joint.nngp[:1, 1:], rtol=1e-12, atol=1e-14)
+
+
 def test_cntk_degenerate_images_have_finite_gradients(images):
     spec = ArchSpec(family="cnn", depth=2, activation="relu", bias=False)
     x = torch.cat([images[:2], 2 * images[:1], torch.zeros_like(images[:1])]).requires_grad_(True)
