@@ -79,7 +79,14 @@ def _message(claim: Claim, widths: list[int], holds: list[bool], fit, extrap: fl
     else:
         head = f"fails at width {widest:,}"
     parts = [head]
-    if not holds[-1]:
+    if not math.isfinite(fit.slope):  # fewer than 3 widths (or values a log fit cannot take)
+        if claim.trend is None:
+            n = len(widths)
+            need = ("3 widths" if n < 3 or claim.scale != "log"
+                    else "3 widths with positive values")
+            parts.append(f"{n} width{'s' if n != 1 else ''} measured: no slope fitted "
+                         f"(needs {need})")
+    elif not holds[-1]:
         if math.isfinite(extrap):
             parts.append(f"extrapolated to hold at ~{_fmt_width(extrap)}")
         else:

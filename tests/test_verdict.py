@@ -82,3 +82,22 @@ def test_a_partly_measured_widest_width_is_not_judged():
     row = per_arch.iloc[0]
     assert not row.holds_at_widest and math.isnan(row.holds_from_width)
     assert row.message.startswith("incomplete: the widest width 256 has 1 of 3 seeds")
+
+
+def test_fewer_than_three_widths_say_no_slope_was_fitted_not_that_the_trend_moves_away():
+    """Two widths moving towards the tolerance, failing at the widest: no fit, and the message
+    must not claim a trend; one width that holds says how little was measured."""
+    two = pd.DataFrame(_records({64: [358.0], 256: [149.0]}))
+    (row,) = compute_verdicts(two, {"c": CLAIM})[1].itertuples()
+    assert not row.holds_at_widest and math.isnan(row.slope)
+    assert row.message == ("fails at every width up to 256; 2 widths measured: no slope "
+                           "fitted (needs 3 widths)")
+    one = pd.DataFrame(_records({128: [0.01, 0.02]}))
+    (row,) = compute_verdicts(one, {"c": CLAIM})[1].itertuples()
+    assert row.holds_at_widest
+    assert row.message == ("holds at every width swept; 1 width measured: no slope fitted "
+                           "(needs 3 widths)")
+    zeros = pd.DataFrame(_records({16: [0.0], 64: [0.0], 256: [0.0]}))
+    (row,) = compute_verdicts(zeros, {"c": CLAIM})[1].itertuples()
+    assert "3 widths measured: no slope fitted (needs 3 widths with positive values)" \
+        in row.message
