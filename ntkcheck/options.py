@@ -8,6 +8,7 @@ here, and records travel on test reports under :data:`RECORD_KEY`.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,32 @@ def _resolve_settings(config: pytest.Config) -> Settings:
         report_dir=Path(_option(config, "report") or "reports"),
         shard=shard,
     )
+
+
+def check_report_dir(path: Path) -> None:
+    """Raise ValueError, saying why, if the run folders cannot be written under ``path``.
+
+    Nothing is left behind: folders the check has to create to find out are removed again
+    (a project that installs ntkcheck but runs no claims gets no ``reports/``).
+    """
+    existing, missing = path, []
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    hint = "; pass a writable folder with --ntk-report DIR (or the ntk_report ini key)"
+    if not existing.is_dir():
+        raise ValueError(f"--ntk-report: {str(existing)!r} is a file, not a folder{hint}")
+    if not missing:
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"--ntk-report: the folder {str(path)!r} is not writable{hint}")
+        return
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise ValueError(f"--ntk-report: cannot create the folder {str(path)!r} "
+                         f"({exc.strerror or exc}){hint}") from None
+    for folder in missing:  # deepest first
+        folder.rmdir()
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -76,6 +76,7 @@ from ntkcheck.options import (
     _is_worker,
     _option,
     _resolve_settings,
+    check_report_dir,
 )
 from ntkcheck.runtime import (
     Deadline,
@@ -165,6 +166,11 @@ def _configure_runtime(config: pytest.Config, settings: Settings) -> None:
             resolve_device(settings.device, None)
         except ValueError as exc:
             raise pytest.UsageError(f"--ntk-device: {exc}") from None
+    base = settings.report_dir
+    try:
+        check_report_dir(base if base.is_absolute() else Path(config.rootpath) / base)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     stack = contextlib.ExitStack()
     stack.enter_context(sigterm_as_interrupt())
     config.add_cleanup(stack.close)

@@ -209,6 +209,9 @@ def test_bad_activation(measure):
     (["--ntk-device", "cuda:99"], "*--ntk-device: device option 'cuda:99'*"),
     pytest.param(["--ntk-device", "cuda"], "*--ntk-device: device option 'cuda' needs CUDA*",
                  marks=pytest.mark.skipif(not NO_CUDA, reason="a CUDA device is visible")),
+    (["--ntk-report", "/proc/ntkcheck-reports"],
+     "*--ntk-report: cannot create the folder '/proc/ntkcheck-reports'*writable folder*"),
+    (["--ntk-report", "test_a.py/reports"], "*--ntk-report: *test_a.py' is a file, not a folder*"),
 ])
 def test_bad_options_stop_the_run_before_any_test(pytester, args, message):
     pytester.makepyfile(test_a=SYNTHETIC)
