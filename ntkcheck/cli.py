@@ -107,7 +107,7 @@ def _width(x: float) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ntkcheck.compare import compare_runs, parse_fail_on
+    from ntkcheck.compare import compare_runs, parse_fail_on, sweep_differences
 
     try:
         fail_on = parse_fail_on(args.fail_on)
@@ -117,6 +117,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     (a, _), (b, _) = _load(args, [args.a]), _load(args, [args.b])
     cmp = compare_runs(a, b)
     print(f"A: {a.run_id}   B: {b.run_id}")
+    differ = sweep_differences(a, b)
+    if differ:
+        print(f"ntkcheck compare: warning: the runs' sweeps differ ({'; '.join(differ)}); a "
+              "verdict at the widest width may compare different widths", file=sys.stderr)
     print("claims:")
     for r in cmp.claims.itertuples():
         print(f"  {r.claim_id:30} {r.status_a:>6} -> {r.status_b}"
@@ -241,6 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as exc:
         print(f"ntkcheck {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ntkcheck compare A B | head`: the reader left, not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 0
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import pandas as pd
 
 from ntkcheck.runs import Run, claim_status
 
-__all__ = ["FailOn", "Comparison", "compare_runs", "parse_fail_on", "ARCH_COMPARE_COLUMNS",
-           "CLAIM_COMPARE_COLUMNS"]
+__all__ = ["FailOn", "Comparison", "compare_runs", "parse_fail_on", "sweep_differences",
+           "ARCH_COMPARE_COLUMNS", "CLAIM_COMPARE_COLUMNS"]
 
 #: Columns of :attr:`Comparison.archs`.
 ARCH_COMPARE_COLUMNS = [
@@ -115,6 +115,22 @@ class Comparison:
                            f"{r.extrapolated_ratio:.3g}x ({r.extrapolated_a:.3g} -> "
                            f"{r.extrapolated_b:.3g}), more than {fail_on.extrapolated:g}x")
         return out
+
+
+def sweep_differences(a: Run, b: Run) -> list[str]:
+    """How the two runs' sweeps differ (profile, data size, widths, seeds); empty if alike.
+
+    Comparing such runs is allowed (a ``quick`` run against a ``paper`` run is a question
+    users ask), but a verdict "at the widest width" then means different widths, so
+    ``ntkcheck compare`` prints these lines as a warning.
+    """
+    out = []
+    for key, what in (("profile", "profile"), ("n_inputs", "inputs"), ("widths", "widths"),
+                      ("seeds", "seeds")):
+        va, vb = a.meta.get(key), b.meta.get(key)
+        if va is not None and vb is not None and va != vb:
+            out.append(f"{what} differ: A {va}, B {vb}")
+    return out
 
 
 def _change(a: str, b: str) -> str:
