@@ -63,7 +63,7 @@ def _resolve_settings(config: pytest.Config) -> Settings:
         profile = get_profile(_option(config, "profile") or "quick")
         widths_opt = _option(config, "widths")
         seeds_opt = _option(config, "seeds")
-        widths = parse_widths(widths_opt) if widths_opt else None
+        widths = parse_widths(widths_opt) if widths_opt is not None else None
         n_seeds = None
         if seeds_opt is not None:
             try:

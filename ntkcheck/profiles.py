@@ -95,10 +95,11 @@ def get_profile(name: str) -> Profile:
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
-    """Parse ``"64,256,1024"`` into ``(64, 256, 1024)`` (sorted, unique).
+    """Parse ``"64,256,1024"`` into ``(64, 256, 1024)`` (sorted).
 
     Raises:
-        ValueError: If an entry is not a positive integer, saying which.
+        ValueError: If an entry is not a positive integer or is given twice, saying which, or
+            if no width is given (e.g. ``--ntk-widths=``).
 
     """
     widths = []
@@ -115,6 +116,8 @@ def parse_widths(text: str) -> tuple[int, ...]:
             ) from None
         if w < 1:
             raise ValueError(f"--ntk-widths: width {w} must be a positive integer")
+        if w in widths:
+            raise ValueError(f"--ntk-widths: width {w} is given twice; give each width once")
         widths.append(w)
     if not widths:
         raise ValueError("--ntk-widths: no widths given; e.g. --ntk-widths 64,256,1024")

@@ -24,7 +24,11 @@ def test_unknown_profile_and_bad_widths_name_the_problem():
         get_profile("huge")
     with pytest.raises(ValueError, match="'64;128' is not an integer"):
         parse_widths("64;128")
-    assert parse_widths("256, 64,64") == (64, 256)
+    assert parse_widths("256, 64") == (64, 256)
+    with pytest.raises(ValueError, match="width 64 is given twice"):
+        parse_widths("64,256,64")
+    with pytest.raises(ValueError, match="no widths given"):
+        parse_widths("")
 
 
 def test_cnn_settings_use_a_quarter_of_the_inputs_and_at_least_eight():

@@ -201,6 +201,8 @@ def test_bad_activation(measure):
     (["--ntk-widths", "64;128"], "*--ntk-widths: '64;128' is not an integer*"),
     (["--ntk-widths", "-64"], "*--ntk-widths: width -64 must be a positive integer*"),
     (["--ntk-widths", ","], "*--ntk-widths: no widths given*"),
+    (["--ntk-widths="], "*--ntk-widths: no widths given*"),
+    (["--ntk-widths", "64,64"], "*--ntk-widths: width 64 is given twice*"),
     (["--ntk-profile", "nightly"], "*unknown ntkcheck profile 'nightly'; choose one of*"),
     (["--ntk-seeds", "two"], "*--ntk-seeds: 'two' is not an integer*"),
     (["--ntk-timeout", "soon"], "*--ntk-timeout: 'soon' is not a number of seconds*"),
