@@ -106,7 +106,7 @@ def test_gd_rate(spec, sweep, device, measure, digits, ntk_profile):
     gd_rate_error(spec, sweep, device, measure, digits, ntk_profile)
 
 
-@pytest.mark.claim(**RATE)
+@pytest.mark.claim(**RATE, setting="practical")
 def test_gd_rate_practical(sweep, device, measure, digits, ntk_profile):
     gd_rate_error(ArchSpec(depth=1, activation="relu"), sweep, device, measure, digits,
                   ntk_profile)

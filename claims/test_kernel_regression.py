@@ -141,7 +141,7 @@ def test_kernel_regression(spec, sweep, device, measure, ntk_profile):
     kernel_regression_error(spec, sweep, device, measure, ntk_profile)
 
 
-@pytest.mark.claim(**CLAIM)
+@pytest.mark.claim(**CLAIM, setting="practical")
 def test_kernel_regression_practical(sweep, device, measure, ntk_profile):
     kernel_regression_error(PRACTICAL, sweep, device, measure, ntk_profile, optimizer="sgd",
                             batch_size=BATCH)

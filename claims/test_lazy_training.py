@@ -148,7 +148,7 @@ def test_lazy_weights(spec, sweep, device, measure, digits, ntk_profile):
     lazy_weights(spec, sweep, device, measure, digits, ntk_profile)
 
 
-@pytest.mark.claim(**LAZY_WEIGHTS)
+@pytest.mark.claim(**LAZY_WEIGHTS, setting="practical")
 def test_lazy_weights_practical(sweep, device, measure, digits, ntk_profile):
     lazy_weights(PRACTICAL, sweep, device, measure, digits, ntk_profile, optimizer="adam")
 
@@ -183,7 +183,7 @@ def test_lazy_kernel_cnn(sweep, device, measure, digits, ntk_profile):
                 ntk_profile)
 
 
-@pytest.mark.claim(**LAZY_KERNEL)
+@pytest.mark.claim(**LAZY_KERNEL, setting="practical")  # both parametrizations
 @pytest.mark.parametrize(("spec", "optimizer"), [
     (PRACTICAL, "adam"),
     (ArchSpec(depth=1, activation="relu", parametrization="mup"), "gd"),

@@ -111,7 +111,7 @@ def test_linearized_dynamics(spec, sweep, device, measure, ntk_profile):
     linearized_deviation(spec, sweep, device, measure, ntk_profile)
 
 
-@pytest.mark.claim(**CLAIM)
+@pytest.mark.claim(**CLAIM, setting="practical")
 def test_linearized_dynamics_practical(sweep, device, measure, ntk_profile):
     linearized_deviation(PRACTICAL, sweep, device, measure, ntk_profile, optimizer="adam")
 

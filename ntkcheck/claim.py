@@ -22,11 +22,13 @@ import pandas as pd
 import pandera.pandas as pa
 
 __all__ = ["Claim", "ClaimError", "MARKER_KEYS", "RECORD_COLUMNS", "SCALES", "TRENDS",
-           "record_schema", "width_verdict_schema", "arch_verdict_schema"]
+           "SETTINGS", "record_schema", "width_verdict_schema", "arch_verdict_schema"]
 
 #: Keywords the ``claim`` marker accepts.
 MARKER_KEYS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction",
-               "scale", "trend")
+               "scale", "trend", "setting")
+#: Values of the ``setting`` key: the theory's setting (default) or a practical one.
+SETTINGS = ("theory", "practical")
 #: Values of the ``scale`` key: how the verdict fits the metric against width.
 SCALES = ("log", "semilog")
 #: Values of the ``trend`` key (besides None): the sign the fitted slope must have.
@@ -60,6 +62,11 @@ class Claim:
         trend: None (default), ``"decreasing"`` or ``"increasing"``: the claim also needs the
             fitted slope's 95% interval to lie entirely below (above) zero; without a fit
             (fewer than 3 widths) the trend fails.
+        setting: ``"theory"`` (default): the setting the prediction is proven in;
+            ``"practical"``: a setting where the theory need not hold (standard
+            parametrization, Adam, ...). It does not change how the test is judged; the
+            report tags practical rows and the claim's status comes from its theory tests
+            (:mod:`ntkcheck.setting`).
 
     """
 
@@ -73,6 +80,7 @@ class Claim:
     direction: str = "below"
     scale: str = "log"
     trend: str | None = None
+    setting: str = "theory"
 
     @classmethod
     def from_marker_kwargs(cls, kwargs: Mapping[str, Any], where: str = "") -> Claim:
@@ -81,7 +89,8 @@ class Claim:
         Raises:
             ClaimError: Unknown or missing keys, a malformed id, a non-numeric or non-finite
                 tolerance or rate, a direction other than "below"/"above", a scale other
-                than "log"/"semilog", or a trend other than None/"decreasing"/"increasing".
+                than "log"/"semilog", a trend other than None/"decreasing"/"increasing", or a
+                setting other than "theory"/"practical".
 
         """
         at = f" on {where}" if where else ""
@@ -119,10 +128,14 @@ class Claim:
         if trend is not None and trend not in TRENDS:
             raise ClaimError(f"claim marker{at}: trend must be None or one of {TRENDS}, "
                              f"got {trend!r}")
+        setting = kwargs.get("setting", "theory")
+        if setting not in SETTINGS:
+            raise ClaimError(f"claim marker{at}: setting must be one of {SETTINGS}, "
+                             f"got {setting!r}")
         return cls(id=cid, statement=kwargs["statement"], source=kwargs["source"],
                    metric=kwargs["metric"], tolerance=values["tolerance"],  # type: ignore[arg-type]
                    rate=values["rate"], units=kwargs.get("units", ""), direction=direction,
-                   scale=scale, trend=trend)
+                   scale=scale, trend=trend, setting=setting)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Claim:
@@ -140,8 +153,10 @@ class Claim:
         return value <= self.tolerance if self.direction == "below" else value >= self.tolerance
 
     def to_dict(self) -> dict[str, Any]:
-        """The claim as a dict of builtin types (``scale``/``trend`` only when not default)."""
+        """The claim as a dict of builtin types (``scale``, ``trend``, ``setting``: if set)."""
         d = asdict(self)
+        if d["setting"] == "theory":
+            del d["setting"]
         if d["scale"] == "log":
             del d["scale"]
         if d["trend"] is None:
@@ -153,7 +168,7 @@ class Claim:
 RECORD_COLUMNS = (
     "run_id", "claim_id", "arch_id", "family", "depth", "activation", "parametrization", "bias",
     "weight_std", "bias_std", "width", "seed", "value", "profile", "device", "dtype",
-    "elapsed_s", "nodeid",
+    "elapsed_s", "nodeid", "setting",
 )
 
 
@@ -164,8 +179,9 @@ def record_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameSchema:
     ``"measured"`` is a unit that was not measured and has no value; see
     :mod:`ntkcheck.status`); ``status`` among :data:`ntkcheck.status.STATUSES` when present;
     positive integer ``width``; non-negative ``seed``; non-empty ``claim_id`` and ``arch_id``;
-    ``claim_id`` among ``claim_ids`` when given. Extra columns are allowed (claims record extra
-    named values).
+    ``claim_id`` among ``claim_ids`` when given; ``setting`` (optional: records written
+    before it existed count as theory) among :data:`SETTINGS`. Extra columns are allowed
+    (claims record extra named values).
     """
     from ntkcheck.status import STATUSES, measured_mask
 
@@ -190,6 +206,7 @@ def record_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameSchema:
             "dtype": pa.Column(str),
             "elapsed_s": pa.Column(float, pa.Check.ge(0)),
             "nodeid": pa.Column(str),
+            "setting": pa.Column(str, pa.Check.isin(SETTINGS), required=False, nullable=True),
         },
         checks=[finite],
         strict=False,

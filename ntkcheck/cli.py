@@ -90,9 +90,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         wv, av = run.verdicts()
         path = render_report(run.records, wv, av, run.claims, run.meta, args.output)
         print(f"report: {path} ({path.stat().st_size / 1024:.0f} KiB)")
-    outcomes = [str(c.get("outcome")) for c in run.claims.values()]
-    print(f"claims: {outcomes.count('passed')} passed, {outcomes.count('failed')} failed"
-          + (f", {outcomes.count('error')} error" if "error" in outcomes else ""))
+    from ntkcheck.setting import headline
+
+    print(headline(run.claims))
     return 0
 
 

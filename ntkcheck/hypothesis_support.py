@@ -127,7 +127,8 @@ def _per_example_verdict(inner: Any) -> Any:
                 seen[key] = message
         if message is not None:
             specs = [v for v in kwargs.values() if isinstance(v, ArchSpec)]
-            item.stash[_SHRUNK] = ", ".join(repr(s) for s in specs)
+            item.stash[_SHRUNK] = {"spec": ", ".join(repr(s) for s in specs),
+                                   "kind": _failure_kind(item, key)}
             # One raise statement for first runs and replays: Hypothesis identifies a failure
             # by its exception type and line, and a replay from another line looks flaky.
             raise AssertionError(message)
@@ -137,7 +138,23 @@ def _per_example_verdict(inner: Any) -> Any:
     return wrapper
 
 
-_SHRUNK = pytest.StashKey[str]()
+#: The failing architecture of a claim test: ``{"spec": repr, "kind": ...}`` where kind is
+#: ``"pinned"`` (an ``@example``: Hypothesis reports it at once and shrinks nothing),
+#: ``"shrunk"`` (drawn, and the profile shrinks: the simplest failing one Hypothesis found)
+#: or ``"drawn"`` (drawn, and the profile does not shrink).
+_SHRUNK = pytest.StashKey[dict]()
+
+
+def _failure_kind(item: pytest.Item, key: tuple[str, ...]) -> str:
+    """Whether the failing architectures ``key`` are a pinned example, shrunk or drawn."""
+    from ntkcheck.arch import ArchSpec
+
+    obj = getattr(item, "obj", None)
+    for ex in getattr(obj, "hypothesis_explicit_examples", ()) or ():
+        values = list(getattr(ex, "kwargs", {}).values()) + list(getattr(ex, "args", ()))
+        if tuple(v.arch_id for v in values if isinstance(v, ArchSpec)) == key:
+            return "pinned"
+    return "shrunk" if item.config.stash[_SETTINGS].profile.shrink else "drawn"
 
 
 def _verdict_failure(claim: Claim, records: list[dict[str, Any]]) -> str | None:
@@ -151,7 +168,9 @@ def _verdict_failure(claim: Claim, records: list[dict[str, Any]]) -> str | None:
     if not len(failing):
         return None
     relation = "<=" if claim.direction == "below" else ">="
-    lines = [f"claim {claim.id!r} does not hold at the widest width "
+    where = (" in its practical setting (where the theory need not hold)"
+             if getattr(claim, "setting", "theory") == "practical" else "")
+    lines = [f"claim {claim.id!r} does not hold at the widest width{where} "
              f"(needs metric {relation} {claim.tolerance:g}):"]
     lines += [f"  {r.arch_id}: {r.message}" for r in failing.itertuples()]
     return "\n".join(lines)

@@ -120,7 +120,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "claim(id, statement, source, metric, tolerance, rate=None, units='', "
-        "direction='below'): a prediction of NTK theory measured across widths (ntkcheck)",
+        "direction='below', scale='log', trend=None, setting='theory'): a prediction of NTK "
+        "theory measured across widths (ntkcheck); direction 'below'/'above', scale "
+        "'log'/'semilog', trend None/'decreasing'/'increasing', setting 'theory'/'practical' "
+        "(a setting where the theory need not hold)",
     )
     settings = _resolve_settings(config)
     config.stash[_SETTINGS] = settings

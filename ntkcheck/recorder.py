@@ -74,7 +74,8 @@ class Recorder:
         record.update(width=int(width), seed=int(seed), value=value, status=status,
                       profile=self._settings.profile.name, device=self._device,
                       dtype=str(dtype).replace("torch.", ""), elapsed_s=now - self._last,
-                      nodeid=self._item.nodeid)
+                      nodeid=self._item.nodeid,
+                      setting=getattr(self._claim, "setting", "theory"))
         init = self._init_seeds.get((spec.arch_id, int(width), int(seed)))
         if init is not None:
             record["init_seed"] = init

@@ -28,14 +28,15 @@ from ntkcheck.verdict import ARCH_COLUMNS, WIDTH_COLUMNS, compute_verdicts
 
 __all__ = ["RECORD_KEY", "CLAIM_FIELDS", "Run", "RunError", "resolve_run", "resolve_runs",
            "load_run",
-           "merge_runs", "write_run", "read_embedded", "claim_status", "list_runs",
-           "LIST_COLUMNS"]
+           "merge_runs", "write_run", "read_embedded", "claim_status", "practical_status",
+           "list_runs", "LIST_COLUMNS"]
 
 #: A measurement's identity: records sharing it are duplicates.
 RECORD_KEY = ("claim_id", "arch_id", "width", "seed")
 #: The fields of a claim's metadata (:class:`ntkcheck.claim.Claim`).
 CLAIM_FIELDS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction",
                 "scale", "trend")
+#: Per-test fields of a claim (``claims.json``'s ``tests``): :data:`ntkcheck.setting.TEST_FIELDS`.
 #: Fields that decide a verdict: runs that disagree on them cannot be merged.
 _JUDGING = ("tolerance", "rate", "direction", "scale", "trend")
 _RUN_FILES = ("records.jsonl", "records.csv", "meta.json", "claims.json", "report.html")
@@ -54,8 +55,10 @@ class Run:
 
     Attributes:
         records: One row per measurement (:data:`ntkcheck.claim.RECORD_COLUMNS` and extras).
-        claims: Claim id -> metadata (:data:`CLAIM_FIELDS`) plus the plugin's ``outcome``,
-            ``nodeid``, ``duration_s``, ``longrepr`` and ``shrunk_spec``.
+        claims: Claim id -> metadata (:data:`CLAIM_FIELDS`) plus the plugin's ``outcome``
+            (from the theory tests), ``practical_outcome``, ``nodeid``, ``duration_s``,
+            ``longrepr``, ``shrunk_spec`` and ``tests`` (one entry per test; see
+            :mod:`ntkcheck.setting`; old runs have no ``tests``).
         meta: Environment and run settings (``meta.json``).
         path: The folder or file it was read from (None for a merge).
 
@@ -111,15 +114,30 @@ class Run:
         return self._verdicts
 
 
+def _setting_rows(run: Run, claim_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A claim's arch verdicts in its theory setting and in its practical one."""
+    from ntkcheck.setting import PRACTICAL, arch_settings
+
+    _, av = run.verdicts()
+    rows = av[av["claim_id"] == claim_id]
+    settings = arch_settings(run.records[run.records["claim_id"].astype(str) == claim_id]
+                             if len(run.records) else run.records)
+    practical = rows["arch_id"].astype(str).map(
+        lambda a: settings.get((claim_id, a)) == PRACTICAL).astype(bool)
+    return rows[~practical], rows[practical]
+
+
 def claim_status(run: Run, claim_id: str) -> str:
     """Whether a claim holds in a run: ``holds``, ``fails``, ``error`` or ``absent``.
 
-    From the verdicts when the claim has records (holds when every architecture holds at the
-    widest width), else from the pytest outcome (``error`` for an error or a failure without
-    records, ``absent`` when the run does not know the claim).
+    From the verdicts when the claim has records (holds when every architecture of its
+    theory setting holds at the widest width; a claim measured only in practical settings is
+    judged by those), else from the pytest outcome (``error`` for an error or a failure
+    without records, ``absent`` when the run does not know the claim). The practical
+    settings' result: :func:`practical_status`.
     """
-    _, av = run.verdicts()
-    rows = av[av["claim_id"] == claim_id]
+    theory, practical = _setting_rows(run, claim_id)
+    rows = theory if len(theory) else practical
     outcome = str(run.claims.get(claim_id, {}).get("outcome") or "")
     if outcome == "error":
         return "error"
@@ -128,6 +146,25 @@ def claim_status(run: Run, claim_id: str) -> str:
     if claim_id not in run.claims:
         return "absent"
     return "holds" if outcome == "passed" else ("absent" if outcome == "skipped" else "error")
+
+
+def practical_status(run: Run, claim_id: str) -> str | None:
+    """Whether a claim holds in its practical settings: ``holds``, ``fails`` or ``error``.
+
+    None when it has no practical test, or only practical ones (then :func:`claim_status`
+    judges those).
+    """
+    from ntkcheck.setting import PRACTICAL, claim_tests
+
+    theory, practical = _setting_rows(run, claim_id)
+    tests = [t for t in claim_tests(run.claims.get(claim_id, {})) if t["setting"] == PRACTICAL]
+    if any(t.get("outcome") == "error" for t in tests):
+        return "error"
+    if len(practical) and len(theory):
+        return "holds" if bool(practical["holds_at_widest"].astype(bool).all()) else "fails"
+    if tests and len(tests) < len(claim_tests(run.claims.get(claim_id, {}))):
+        return "holds" if all(t.get("outcome") == "passed" for t in tests) else "fails"
+    return None
 
 
 # ----------------------------------------------------------------------------- find and load
@@ -259,7 +296,10 @@ def load_run(path: str | Path) -> Run:
         if folder is not None and (folder / "claims.json").is_file():
             claims = json.loads((folder / "claims.json").read_text(encoding="utf-8"))
         else:
-            claims = (from_report("verdicts") or {}).get("claims") or {}
+            from ntkcheck.setting import summarize_claim
+
+            claims = {k: summarize_claim(dict(v)) if v.get("tests") else v
+                      for k, v in ((from_report("verdicts") or {}).get("claims") or {}).items()}
         if folder is not None and (folder / "meta.json").is_file():
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         else:
@@ -283,8 +323,8 @@ def _run_folders(reports: Path) -> list[Path]:
 
 
 #: Columns of :func:`list_runs`.
-LIST_COLUMNS = ["run_id", "date", "profile", "device", "commit", "records", "passed", "failed",
-                "latest"]
+LIST_COLUMNS = ["run_id", "date", "profile", "device", "commit", "records", "tests", "passed",
+                "failed", "practical_failed", "latest"]
 
 
 def _latest_id(reports: Path) -> str | None:
@@ -299,9 +339,10 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
 
     Returns:
         A DataFrame with :data:`LIST_COLUMNS`: start date, profile, device (with the GPU's
-        name when CUDA was used), short git commit, number of records, claims passed and
-        failed (failed counts errors too), and whether ``latest`` points at the run. A run
-        whose files cannot be read is listed with what could be read.
+        name when CUDA was used), short git commit, number of records, number of tests,
+        claims passed and failed in their theory setting (failed counts errors too), claims
+        whose practical setting fails (or errors), and whether ``latest`` points at the run.
+        A run whose files cannot be read is listed with what could be read.
 
     """
     reports = Path(reports)
@@ -312,11 +353,15 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
             run = load_run(folder)
         except RunError:
             rows.append({"run_id": folder.name, "date": "", "profile": "", "device": "",
-                         "commit": "", "records": 0, "passed": 0, "failed": 0,
-                         "latest": folder.name == latest})
+                         "commit": "", "records": 0, "tests": 0, "passed": 0, "failed": 0,
+                         "practical_failed": 0, "latest": folder.name == latest})
             continue
+        from ntkcheck.setting import claim_tests, summarize_claim
+
         meta = run.meta
-        outcomes = [str(c.get("outcome") or "") for c in run.claims.values()]
+        entries = [summarize_claim(dict(c)) for c in run.claims.values()]
+        outcomes = [str(c.get("outcome") or "") for c in entries]
+        practical = [str(c.get("practical_outcome") or "") for c in entries]
         used = (sorted({str(d) for d in run.records["device"].dropna()})
                 if "device" in run.records.columns else [])
         device = (", ".join(used[:2]) + (", ..." if len(used) > 2 else "") if used
@@ -331,8 +376,10 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
             "device": device,
             "commit": str(meta.get("git_commit") or "")[:10],
             "records": len(run.records),
+            "tests": sum(len(claim_tests(c)) for c in entries),
             "passed": outcomes.count("passed"),
             "failed": outcomes.count("failed") + outcomes.count("error"),
+            "practical_failed": practical.count("failed") + practical.count("error"),
             "latest": folder.name == latest,
         })
     table = pd.DataFrame(rows, columns=LIST_COLUMNS)
@@ -343,6 +390,8 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
 
 
 def _merge_claims(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
+    from ntkcheck.setting import claim_tests, summarize_claim
+
     merged: dict[str, dict[str, Any]] = {}
     source: dict[str, str] = {}
     for run in runs:
@@ -362,17 +411,30 @@ def _merge_claims(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
                         f"but {b!r} in run {run.run_id}; records judged by different "
                         "tolerances do not belong in one report")
             if _crashed(first) and not _crashed(claim):
-                merged[cid] = {**claim, "outcome": first.get("outcome"),
-                               "longrepr": first.get("longrepr")}
+                merged[cid] = {**claim, "tests": claim_tests(first)}
             entry = merged[cid]
-            entry["duration_s"] = float(entry.get("duration_s") or 0.0) + float(
-                claim.get("duration_s") or 0.0)
-            if not entry.get("shrunk_spec") and claim.get("shrunk_spec"):
-                entry["shrunk_spec"] = claim["shrunk_spec"]
-            if _OUTCOME_RANK.get(str(claim.get("outcome")), 0) > _OUTCOME_RANK.get(
-                    str(entry.get("outcome")), 0):
-                entry["outcome"], entry["longrepr"] = claim.get("outcome"), claim.get("longrepr")
+            entry["tests"] = _merge_tests(claim_tests(entry), claim_tests(claim))
+            summarize_claim(entry)
     return merged
+
+
+def _merge_tests(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tests of one claim in two runs, by nodeid: durations add, the worst outcome wins."""
+    out = {str(t.get("nodeid")): dict(t) for t in a}
+    for t in b:
+        key = str(t.get("nodeid"))
+        if key not in out:
+            out[key] = dict(t)
+            continue
+        entry = out[key]
+        entry["duration_s"] = float(entry.get("duration_s") or 0.0) + float(
+            t.get("duration_s") or 0.0)
+        if not entry.get("shrunk_spec") and t.get("shrunk_spec"):
+            entry["shrunk_spec"], entry["shrunk_kind"] = t["shrunk_spec"], t.get("shrunk_kind")
+        if _OUTCOME_RANK.get(str(t.get("outcome")), 0) > _OUTCOME_RANK.get(
+                str(entry.get("outcome")), 0):
+            entry["outcome"], entry["longrepr"] = t.get("outcome"), t.get("longrepr")
+    return list(out.values())
 
 
 def _crashed(claim: Mapping[str, Any]) -> bool:
@@ -508,15 +570,43 @@ def merge_runs(runs: Sequence[Run]) -> Run:
         return Run(records=records, claims=claims, meta=meta, path=runs[0].path)
     merged = Run(records=records, claims=claims,
                  meta=_merge_meta(runs, len(records), duplicates))
-    _, av = merged.verdicts()
-    for cid, claim in claims.items():
-        rows = av[av["claim_id"] == cid]
-        if claim.get("outcome") == "error" or not len(rows):
-            continue
-        failing = rows[~rows["holds_at_widest"].astype(bool)]
-        claim["outcome"] = "failed" if len(failing) else "passed"
-        claim["longrepr"] = _failure_text(cid, claim, failing) if len(failing) else None
+    _rejudge_tests(merged)
     return merged
+
+
+def _rejudge_tests(run: Run) -> None:
+    """Each test's outcome from the merged verdicts of the architectures it measured.
+
+    A test with an ``error`` (or interrupted) outcome in any run keeps it; a test whose
+    records are all gone keeps its outcome. Then the claim-level fields follow
+    (:func:`ntkcheck.setting.summarize_claim`).
+    """
+    from ntkcheck.setting import claim_tests, summarize_claim
+
+    _, av = run.verdicts()
+    recs = run.records
+    for cid, claim in run.claims.items():
+        rows = av[av["claim_id"] == cid]
+        tests = claim_tests(claim)
+        if not len(rows) or not tests:
+            continue
+        mine = recs[recs["claim_id"].astype(str) == cid] if len(recs) else recs
+        by_node = ({str(n): set(g.astype(str)) for n, g in mine.groupby(
+            mine["nodeid"].astype(str))["arch_id"]} if len(mine) and "nodeid" in mine else {})
+        for t in tests:
+            if t.get("outcome") in ("error", "interrupted"):
+                continue
+            archs = by_node.get(str(t.get("nodeid")))
+            if len(tests) == 1 and not archs:  # an old run's one test: all the claim's rows
+                archs = set(rows["arch_id"].astype(str))
+            if not archs:
+                continue
+            judged = rows[rows["arch_id"].astype(str).isin(archs)]
+            failing = judged[~judged["holds_at_widest"].astype(bool)]
+            t["outcome"] = "failed" if len(failing) else "passed"
+            t["longrepr"] = _failure_text(cid, claim, failing) if len(failing) else None
+        claim["tests"] = tests
+        summarize_claim(claim)
 
 
 # ----------------------------------------------------------------------------- write

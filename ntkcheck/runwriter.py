@@ -97,9 +97,20 @@ class RunWriter:
         node.workerinput["ntkcheck_run_dir"] = str(self.dir)
 
     def _entry(self, claim: dict[str, Any], nodeid: str) -> dict[str, Any]:
-        return self.claims.setdefault(claim["id"], {**claim, "outcome": "passed",
-                                                    "nodeid": nodeid, "duration_s": 0.0,
-                                                    "longrepr": None, "shrunk_spec": None})
+        """The test ``nodeid`` of claim ``claim`` (its entry in ``self.claims[id]["tests"]``)."""
+        meta = {k: v for k, v in claim.items() if k != "setting"}
+        entry = self.claims.setdefault(claim["id"], {**meta, "tests": {}})
+        return entry["tests"].setdefault(nodeid, {
+            "nodeid": nodeid, "setting": claim.get("setting") or "theory",
+            "outcome": "passed", "duration_s": 0.0, "longrepr": None, "shrunk_spec": None,
+            "shrunk_kind": None})
+
+    def claims_out(self) -> dict[str, dict[str, Any]]:
+        """The claims as ``claims.json`` holds them (:mod:`ntkcheck.setting`)."""
+        from ntkcheck.setting import summarize_claim
+
+        return {cid: summarize_claim({**c, "tests": list(c["tests"].values())})
+                for cid, c in self.claims.items()}
 
     def _write_record(self, rec: dict[str, Any]) -> None:
         """Append one record to ``records.jsonl`` unless it was written already."""
@@ -138,18 +149,19 @@ class RunWriter:
         for key, crash in list(self.claims.items()):
             if crash.get("statement") != _CRASHED:
                 continue
-            real = next((c for k, c in self.claims.items()
-                         if k != key and c.get("nodeid") == crash["nodeid"]), None)
+            real = next((c["tests"][key] for k, c in self.claims.items()
+                         if k != key and key in c["tests"]), None)
             if real is not None:  # the claim is known from its part file or setup report
-                real.update(outcome="error", longrepr=crash["longrepr"])
+                real.update(outcome="error", longrepr=crash["tests"][key]["longrepr"])
                 del self.claims[key]
         for c in self.claims.values():
-            if c["nodeid"] in self._started and c["nodeid"] not in self._finished:
-                c["outcome"] = "interrupted" if interrupted else "error"
-                c["longrepr"] = ("the run was interrupted (Ctrl-C or SIGTERM) while this claim "
-                                 "was running; its finished measurements are kept"
-                                 if interrupted else "the claim test did not finish (its "
-                                 "worker died); its finished measurements are kept")
+            for t in c["tests"].values():
+                if t["nodeid"] in self._started and t["nodeid"] not in self._finished:
+                    t["outcome"] = "interrupted" if interrupted else "error"
+                    t["longrepr"] = ("the run was interrupted (Ctrl-C or SIGTERM) while this "
+                                     "claim was running; its finished measurements are kept"
+                                     if interrupted else "the claim test did not finish (its "
+                                     "worker died); its finished measurements are kept")
 
     def _open(self) -> Any:
         if self._fh is None:
@@ -190,8 +202,10 @@ class RunWriter:
         entry = self._entry(claim, report.nodeid)
         entry["duration_s"] += float(getattr(report, "duration", 0.0) or 0.0)
         shrunk = next((v for k, v in props if k == SHRUNK_KEY), None)
-        if shrunk is not None:
-            entry["shrunk_spec"] = shrunk
+        if isinstance(shrunk, dict):  # {"spec", "kind"}: see hypothesis_support._SHRUNK
+            entry["shrunk_spec"], entry["shrunk_kind"] = shrunk.get("spec"), shrunk.get("kind")
+        elif shrunk is not None:
+            entry["shrunk_spec"] = str(shrunk)
         if report.when == "call" or crashed:
             self._open()
             for key, rec in props:
@@ -203,9 +217,8 @@ class RunWriter:
         elif report.skipped:
             outcome = "skipped"
         rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
-        if outcome and rank[outcome] > rank[entry["outcome"]]:
+        if outcome and rank[outcome] > rank.get(entry["outcome"], 0):
             entry["outcome"] = outcome
-            entry["nodeid"] = report.nodeid  # tests sharing a claim id: name the failing one
             entry["longrepr"] = str(report.longrepr)[:4000]
         if outcome:
             self._open()
@@ -226,7 +239,8 @@ class RunWriter:
         path = self.dir / "records.jsonl"
         lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         records = pd.DataFrame([json.loads(ln) for ln in lines])
-        known = {cid: Claim.from_dict(c) for cid, c in self.claims.items()
+        claims = self.claims_out()
+        known = {cid: Claim.from_dict(c) for cid, c in claims.items()
                  if math.isfinite(c["tolerance"])}
         schema_error = None
         if not records.empty:
@@ -246,13 +260,13 @@ class RunWriter:
         meta.update(_runtime_meta(self.config, records))
         (self.dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str),
                                             encoding="utf-8")
-        (self.dir / "claims.json").write_text(json.dumps(self.claims, indent=2, default=str),
+        (self.dir / "claims.json").write_text(json.dumps(claims, indent=2, default=str),
                                               encoding="utf-8")  # for `ntkcheck report/compare`
-        report = render_report(records, per_width, per_arch, self.claims, meta,
+        report = render_report(records, per_width, per_arch, claims, meta,
                                self.dir / "report.html")
         self._link_latest()
-        self.summary = self._summary_lines(per_arch, report, schema_error)
-        self.summary[-1:-1] = _not_measured_lines(records, interrupted)
+        self.summary = self._summary_lines(per_arch, records, claims, report, schema_error)
+        self.summary[-2:-2] = _not_measured_lines(records, interrupted)
 
     def _link_latest(self) -> None:
         latest = self.root / "latest"
@@ -298,16 +312,30 @@ class RunWriter:
             "ntkcheck": ntkcheck.__version__, "command": " ".join(sys.argv),
         }
 
-    def _summary_lines(self, per_arch: Any, report: Path, schema_error: str | None
-                       ) -> list[str]:
+    def _summary_lines(self, per_arch: Any, records: Any, claims: dict[str, dict[str, Any]],
+                       report: Path, schema_error: str | None) -> list[str]:
+        """One line per (claim, architecture), practical ones tagged; errors; the headline."""
+        from ntkcheck.setting import arch_settings, claim_tests, headline
+
+        settings = arch_settings(records)
         lines = []
         for r in per_arch.itertuples():
             mark = "HOLDS" if r.holds_at_widest else "FAILS"
-            lines.append(f"{mark:5}  {r.claim_id:28} {r.arch_id:28} {r.message}")
-        for cid, c in self.claims.items():
-            if c["outcome"] == "error":
-                lines.append(f"ERROR  {cid:28} {'':28} {str(c['longrepr']).splitlines()[-1]}")
+            setting = settings.get((str(r.claim_id), str(r.arch_id)), "theory")
+            tag = "" if setting == "theory" else f"[{setting}] "
+            lines.append(f"{mark:5}  {r.claim_id:28} {r.arch_id:28} {tag}{r.message}")
+        for cid, c in claims.items():
+            for t in claim_tests(c):
+                if t["outcome"] == "error":
+                    tag = "[practical] " if t["setting"] == "practical" else ""
+                    lines.append(f"ERROR  {cid:28} {'':28} {tag}{t['nodeid']}: "
+                                 f"{str(t['longrepr']).splitlines()[-1]}")
+        mixed = sorted(f"{c} {a}" for (c, a), s in settings.items() if s == "mixed")
+        if mixed:
+            lines.append("warning: a theory and a practical test measured the same "
+                         f"architecture, judged together: {', '.join(mixed)}")
         if schema_error:
             lines.append(f"records failed schema validation: {schema_error.splitlines()[0]}")
+        lines.append(headline(claims))
         lines.append(f"{self.n_records} records; report: {report}")
         return lines

@@ -43,6 +43,7 @@ import ntkcheck.runtime  # noqa: F401
 import ntkcheck.runwriter  # noqa: F401
 import ntkcheck.secondorder  # noqa: F401
 import ntkcheck.seeding  # noqa: F401
+import ntkcheck.setting  # noqa: F401
 import ntkcheck.status  # noqa: F401
 import ntkcheck.strategies  # noqa: F401
 import ntkcheck.sweep  # noqa: F401

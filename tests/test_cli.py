@@ -97,7 +97,7 @@ def test_compare_exit_codes(reports, capsys, tmp_path):
 def test_report_rerenders_and_merges(reports, capsys, tmp_path):
     out_html = tmp_path / "out" / "one.html"
     code, out, _ = run_cli(capsys, "--reports", reports, "report", "latest", "-o", out_html)
-    assert code == 0 and out_html.is_file() and "claims: 0 passed, 1 failed" in out
+    assert code == 0 and out_html.is_file() and "1 claim (theory setting): 1 failed" in out
     assert "20250102-000000-bbbbbb" in out_html.read_text()
     a = reports / "20250101-000000-aaaaaa"
     b = save(make_run("20250101-000001-cccccc", recs=records(depths=(2,))), reports)

@@ -237,10 +237,12 @@ def test_deep(spec, sweep, measure):
     falsifying = out.split(marker)[-1]
     assert "depth=3," in falsifying and "depth=4," not in falsifying
     claims = json.loads((pytester.path / "reports" / "latest" / "claims.json").read_text())
-    shrunk = claims["fails-deep"]["shrunk_spec"] if "fails-deep" in claims else None
-    if shrunk is None:  # claims.json may be a list of claim dicts
-        shrunk = next(c["shrunk_spec"] for c in claims if c["id"] == "fails-deep")
+    shrunk = claims["fails-deep"]["shrunk_spec"]
     assert "depth=3" in shrunk and "activation='relu'" in shrunk
+    (test,) = claims["fails-deep"]["tests"]
+    assert test["shrunk_kind"] == "shrunk" and test["shrunk_spec"] == shrunk
+    html = (pytester.path / "reports" / "latest" / "report.html").read_text()
+    assert "Smallest failing architecture found by Hypothesis (shrunk)" in html
 
 
 def test_run_folder_judges_trend_claims_like_the_test(pytester: pytest.Pytester) -> None:

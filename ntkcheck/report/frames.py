@@ -12,7 +12,7 @@ import pandas as pd
 RECORD_COLUMNS = (
     "run_id", "claim_id", "arch_id", "family", "activation", "parametrization", "depth",
     "bias", "weight_std", "bias_std", "width", "seed", "value", "profile", "device",
-    "dtype", "elapsed_s", "nodeid",
+    "dtype", "elapsed_s", "nodeid", "setting",
 )  # fmt: skip
 WIDTH_VERDICT_COLUMNS = ("claim_id", "arch_id", "width", "mean", "std", "n", "holds")
 ARCH_VERDICT_COLUMNS = (

@@ -30,7 +30,7 @@ class GridCell:
 
 @dataclass(frozen=True)
 class GridRow:
-    """One (claim, architecture) row of the grid."""
+    """One (claim, architecture) row of the grid (``setting`` from its records)."""
 
     claim_id: str
     arch_id: str
@@ -38,6 +38,7 @@ class GridRow:
     cells: list[GridCell]
     verdict: str
     verdict_status: str
+    setting: str = "theory"  # "practical" or "mixed" rows are tagged (ntkcheck.setting)
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,10 @@ def _status(holds: Any) -> str:
 
 
 def _cell(verdict: Mapping[str, Any] | None, rec_values: pd.Series | None,
-          not_measured: str = "") -> GridCell:
+          not_measured: str = "", why: str = "") -> GridCell:
+    why = why or not_measured
     if verdict is None and not_measured:
-        return GridCell("missing", not_measured, not_measured)
+        return GridCell("missing", not_measured, why)
     if verdict is not None:
         n = verdict.get("n")
         title = f"mean {fmt.sig(verdict.get('mean'), 4)}"
@@ -68,7 +70,7 @@ def _cell(verdict: Mapping[str, Any] | None, rec_values: pd.Series | None,
         status = _status(verdict.get("holds"))
         title += {"holds": ": holds", "fails": ": fails", "missing": ": not judged"}[status]
         if not_measured:
-            title += f"; other seeds {not_measured}"
+            title += f"; other seeds {why}"
         return GridCell(status, fmt.sig(verdict.get("mean"), 3), title)
     if rec_values is not None and len(rec_values):
         mean = pd.to_numeric(rec_values, errors="coerce").mean()
@@ -76,23 +78,39 @@ def _cell(verdict: Mapping[str, Any] | None, rec_values: pd.Series | None,
     return GridCell("missing", "", "not measured")
 
 
-def _not_measured(records: pd.DataFrame) -> dict[tuple[str, str, int], str]:
-    """``"not measured: <reason>"`` per (claim, architecture, width) with unmeasured units."""
+def _not_measured(records: pd.DataFrame
+                  ) -> tuple[dict[tuple[str, str, int], str], dict[tuple[str, str, int], str]]:
+    """Texts of the cells with unmeasured units: their labels and their reasons.
+
+    Returns:
+        Per (claim, architecture, width): ``"not measured: <label>"`` (the cell's text), and
+        the same with the records' ``reason`` values (its tooltip).
+    """
     if not len(records) or "status" not in records.columns:
-        return {}
+        return {}, {}
     from ntkcheck.status import label, measured_mask
 
     rec = records[~measured_mask(records)]
     w = pd.to_numeric(rec["width"], errors="coerce")
     rec = rec[w.notna()]
+    reasons = (rec["reason"] if "reason" in rec.columns
+               else pd.Series(None, index=rec.index, dtype=object))
     out: dict[tuple[str, str, int], str] = {}
-    for c, a, width, status in zip(rec["claim_id"].astype(str), rec["arch_id"].astype(str),
-                                   w[w.notna()].astype(int), rec["status"].astype(str)):
+    why: dict[tuple[str, str, int], dict[str, list[str]]] = {}
+    for c, a, width, status, reason in zip(
+            rec["claim_id"].astype(str), rec["arch_id"].astype(str),
+            w[w.notna()].astype(int), rec["status"].astype(str), reasons):
         text = label(status)
         key = (c, a, int(width))
         if text not in out.get(key, ""):
             out[key] = f"{out[key]}, {text}" if key in out else text
-    return out
+        found = why.setdefault(key, {}).setdefault(text, [])
+        if not fmt.is_missing(reason) and str(reason) and str(reason) not in found:
+            found.append(str(reason))
+    titles = {key: "; ".join(f"{text} ({'; '.join(rs)})" if rs else text
+                             for text, rs in by_label.items())
+              for key, by_label in why.items()}
+    return out, titles
 
 
 def build_grid(
@@ -139,7 +157,10 @@ def build_grid(
         keys = [rec["claim_id"].astype(str), rec["arch_id"].astype(str), w[w.notna()].astype(int)]
         for key, group in rec.groupby(keys, sort=False)["value"]:
             rec_groups[key] = group
-    not_measured = _not_measured(records)
+    not_measured, why = _not_measured(records)
+    from ntkcheck.setting import arch_settings
+
+    settings = arch_settings(records)
 
     pairs = ordered_unique(
         [(c, a) for c, a, _ in wv] + list(av) + [(c, a) for c, a, _ in rec_groups]
@@ -156,7 +177,7 @@ def build_grid(
         for arch in archs:
             cells = [
                 _cell(wv.get((claim, arch, w)), rec_groups.get((claim, arch, w)),
-                      not_measured.get((claim, arch, w), ""))
+                      not_measured.get((claim, arch, w), ""), why.get((claim, arch, w), ""))
                 for w in widths
             ]
             verdict_row = av.get((claim, arch))
@@ -166,5 +187,6 @@ def build_grid(
                 message = verdict_row.get("message")
                 verdict = "" if fmt.is_missing(message) else str(message)
                 status = _status(verdict_row.get("holds_at_widest"))
-            rows.append(GridRow(claim, arch, colors.get(arch, ""), cells, verdict, status))
+            rows.append(GridRow(claim, arch, colors.get(arch, ""), cells, verdict, status,
+                                settings.get((claim, arch), "theory")))
     return Grid(widths=widths, rows=rows)

@@ -30,7 +30,7 @@ from ntkcheck.report.sections import build_section
 _HERE = Path(__file__).parent
 #: Most rows of the records table written as HTML (all are in the embedded JSON).
 MAX_TABLE_ROWS = 300  # the embedded JSON and records.csv hold every record; keeps the page < 2 MB
-OUTCOMES = ("passed", "failed", "error", "skipped")
+OUTCOMES = ("passed", "failed", "error", "interrupted", "skipped")
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,11 +51,22 @@ def _records_table(records: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return [str(c) for c in records.columns], rows
 
 
-def _outcome_counts(claims: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
-    counts = Counter(str(c.get("outcome") or "unknown") for c in claims.values())
+def _outcome_counts(counts: Counter) -> list[tuple[str, int]]:
+    counts = Counter(counts)
     ordered = [(o, counts.pop(o, 0)) for o in OUTCOMES]
     shown = [(o, n) for o, n in ordered if n or o in ("passed", "failed")]
     return shown + sorted(counts.items())
+
+
+def _embedded_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
+    """A claim as the report embeds it: without the claim-level copy of a test's longrepr.
+
+    With ``tests``, the claim-level ``longrepr`` (a copy of one test's) is left out;
+    :func:`ntkcheck.runs.load_run` restores it.
+    """
+    if claim.get("tests"):
+        return {k: v for k, v in claim.items() if k != "longrepr"}
+    return dict(claim)
 
 
 def build_html(
@@ -86,8 +97,11 @@ def build_html(
     verdicts = {
         "width_verdicts": frame_split(wv),
         "arch_verdicts": frame_split(av),
-        "claims": claims,
+        "claims": {cid: _embedded_claim(c) for cid, c in claims.items()},
     }
+    from ntkcheck.setting import run_counts
+
+    counts = run_counts(claims)
     holding = sum(r.verdict_status == "holds" for r in grid.rows)
     judged = sum(r.verdict_status != "missing" for r in grid.rows)
     context = {
@@ -104,8 +118,14 @@ def build_html(
         "schema_error": ""
         if fmt.is_missing(meta.get("schema_error"))
         else str(meta["schema_error"]),
-        "outcome_counts": _outcome_counts(claims),
+        "outcome_counts": _outcome_counts(counts["claim_outcomes"]),
         "n_claims": len(claims),
+        "practical_claims": counts["practical_claims"],
+        "practical_counts": [(o, n) for o, n in _outcome_counts(counts["practical_outcomes"])
+                             if n],
+        "n_tests": counts["tests"],
+        "test_counts": _outcome_counts(counts["test_outcomes"]),
+        "practical_tests_failed": counts["practical_tests_failed"],
         "holding": holding,
         "judged": judged,
         "grid": grid,

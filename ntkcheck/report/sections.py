@@ -16,6 +16,21 @@ LONGREPR_LINES = 15
 
 
 @dataclass(frozen=True)
+class TestRow:
+    """One test of a claim (all fields preformatted)."""
+
+    nodeid: str
+    setting: str
+    outcome: str
+    duration: str
+    n_records: int
+    longrepr_head: str = ""
+    longrepr_more: int = 0
+    shrunk_spec: str = ""
+    shrunk_label: str = ""
+
+
+@dataclass(frozen=True)
 class ArchFit:
     """One row of a claim's per-architecture table (all fields preformatted)."""
 
@@ -32,6 +47,7 @@ class ArchFit:
     holds_from_width: str
     extrapolated_width: str
     message: str
+    setting: str = "theory"
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,8 @@ class ClaimSection:
     plot_note: str = ""
     depth_plot_svg: str = ""
     depths: str = ""
+    practical_outcome: str = ""
+    tests: list[TestRow] = field(default_factory=list)
 
 
 def _text(x: Any) -> str:
@@ -80,7 +98,7 @@ def _direction(direction: Any, tolerance: Any) -> str:
     return _text(direction)
 
 
-def _arch_fit(row: Mapping[str, Any], color: str) -> ArchFit:
+def _arch_fit(row: Mapping[str, Any], color: str, setting: str = "theory") -> ArchFit:
     consistent = row.get("rate_consistent")
     rate_status = "missing" if fmt.is_missing(consistent) else ("holds" if consistent else "fails")
     low, high = row.get("slope_low"), row.get("slope_high")
@@ -105,7 +123,38 @@ def _arch_fit(row: Mapping[str, Any], color: str) -> ArchFit:
             fmt.DASH if fmt.is_missing(extrapolated) else "~" + fmt.width(extrapolated)
         ),
         message=_text(row.get("message")),
+        setting=setting,
     )
+
+
+def _longrepr(longrepr: str, outcome: str) -> tuple[str, int]:
+    if not longrepr or outcome not in ("failed", "error", "interrupted"):
+        return "", 0
+    lines = longrepr.splitlines()
+    return "\n".join(lines[:LONGREPR_LINES]), max(0, len(lines) - LONGREPR_LINES)
+
+
+def _test_rows(claim: Mapping[str, Any], records: pd.DataFrame) -> list[TestRow]:
+    """The claim's tests (:func:`ntkcheck.setting.claim_tests`), theory ones first."""
+    from ntkcheck.setting import THEORY, claim_tests, shrunk_label
+
+    counts = (records["nodeid"].astype(str).value_counts().to_dict()
+              if len(records) and "nodeid" in records.columns else {})
+    rows = []
+    tests = claim_tests(claim)
+    for t in sorted(tests, key=lambda t: t["setting"] != THEORY):
+        outcome = _text(t.get("outcome")) or "unknown"
+        head, more = _longrepr(_text(t.get("longrepr")), outcome)
+        duration = t.get("duration_s")
+        spec = _text(t.get("shrunk_spec"))
+        rows.append(TestRow(
+            nodeid=_text(t.get("nodeid")), setting=t["setting"], outcome=outcome,
+            duration="" if fmt.is_missing(duration) else f"{fmt.sig(duration, 3)} s",
+            n_records=int(counts.get(_text(t.get("nodeid")), 0)) if len(tests) > 1
+            else len(records),
+            longrepr_head=head, longrepr_more=more, shrunk_spec=spec,
+            shrunk_label=shrunk_label(t.get("shrunk_kind")) if spec else ""))
+    return rows
 
 
 def _plot(
@@ -227,17 +276,18 @@ def build_section(
         The section's content.
 
     """
-    claim = dict(claim or {})
+    from ntkcheck.setting import arch_settings, summarize_claim
+
+    claim = summarize_claim(dict(claim or {}))
+    settings = arch_settings(records)
     fits_by_arch: dict[str, dict[str, Any]] = {}
     for row in arch_verdicts.to_dict("records"):
         fits_by_arch.setdefault(str(row["arch_id"]), row)
-    fits = [_arch_fit(fits_by_arch[a], colors.get(a, "")) for a in sorted(fits_by_arch)]
+    fits = [_arch_fit(fits_by_arch[a], colors.get(a, ""),
+                      settings.get((claim_id, a), "theory")) for a in sorted(fits_by_arch)]
     outcome = _text(claim.get("outcome"))
-    head, more = "", 0
-    longrepr = _text(claim.get("longrepr"))
-    if longrepr and outcome in ("failed", "error"):
-        lines = longrepr.splitlines()
-        head, more = "\n".join(lines[:LONGREPR_LINES]), max(0, len(lines) - LONGREPR_LINES)
+    head, more = _longrepr(_text(claim.get("longrepr")), outcome)
+    tests = _test_rows(claim, records)
     svg, note = _plot(claim_id, claim, records, fits_by_arch, colors)
     depth_svg, depths = _depth_plot(claim_id, claim, records, colors)
     duration = claim.get("duration_s")
@@ -257,6 +307,8 @@ def build_section(
         longrepr_head=head,
         longrepr_more=more,
         shrunk_spec=_text(claim.get("shrunk_spec")),
+        practical_outcome=_text(claim.get("practical_outcome")),
+        tests=tests,
         fits=fits,
         plot_svg=svg,
         plot_note=note,
