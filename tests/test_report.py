@@ -390,6 +390,18 @@ def test_records_table_sortable_with_extra_columns(report, data):
     assert "addEventListener" in path.read_text(encoding="utf-8")
 
 
+def test_records_table_leaves_out_columns_empty_in_every_shown_row(tmp_path):
+    records = make_records().assign(only_in_json=np.nan, train_loss=0.25)
+    claims = make_claims()
+    wv, av = make_verdicts(records, claims)
+    path = render_report(records, wv, av, claims, META, tmp_path / "r.html")
+    doc = parse(path)
+    headers = [th.all_text() for th in doc.find("table", id="records").find("thead")
+               .find_all("th")]
+    assert "train_loss" in headers and "only_in_json" not in headers
+    assert "only_in_json" in script_json(doc, "ntkcheck-records")["columns"]
+
+
 def test_no_network_resources_and_small(report):
     path, doc = report
     for node in doc.iter():
@@ -502,6 +514,8 @@ def test_svg_loglog_helper():
     )
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert "<?xml" not in svg and "<image" not in svg and "fit slope -1" in svg
+    paths = re.findall(r'\sd="([^"]*)"', svg)  # path data rounded to a tenth of a point
+    assert paths and not any(re.search(r"\.\d\d", d) or "\n" in d for d in paths)
     # Nonpositive values: linear axis, still renders.
     assert svg_loglog([PlotSeries("b", w, -w)]).startswith("<svg")
 

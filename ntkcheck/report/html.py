@@ -31,6 +31,8 @@ _HERE = Path(__file__).parent
 #: Most rows of the records table written as HTML (all are in the embedded JSON).
 MAX_TABLE_ROWS = 300  # the embedded JSON and records.csv hold every record; keeps the page < 2 MB
 OUTCOMES = ("passed", "failed", "error", "interrupted", "skipped")
+#: Columns the records table always shows, even when empty in the rows shown.
+_CORE_COLUMNS = ("claim_id", "arch_id", "width", "seed", "value", "status")
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,9 +48,16 @@ def _environment() -> jinja2.Environment:
 
 
 def _records_table(records: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    shown = records.head(MAX_TABLE_ROWS).astype(object)
+    """The first :data:`MAX_TABLE_ROWS` records, without the columns empty in all of them.
+
+    Each claim's extra values are columns of every record; the embedded JSON and
+    ``records.csv`` keep them all.
+    """
+    shown = records.head(MAX_TABLE_ROWS)
+    shown = shown.loc[:, shown.notna().any(axis=0) | shown.columns.isin(_CORE_COLUMNS)]
+    shown = shown.astype(object)
     rows = [[fmt.cell(v) for v in row] for row in shown.itertuples(index=False, name=None)]
-    return [str(c) for c in records.columns], rows
+    return [str(c) for c in shown.columns], rows
 
 
 def _outcome_counts(counts: Counter) -> list[tuple[str, int]]:
