@@ -72,6 +72,17 @@ def _not_measured_lines(records: Any, interrupted: bool) -> list[str]:
     return lines
 
 
+def verdict_mark(holds_at_widest: bool, message: str) -> str:
+    """The terminal's word for a (claim, architecture) verdict.
+
+    ``HOLDS``, ``FAILS``, or ``INCOMPLETE`` when the widest width was only partly measured
+    (Ctrl-C, a crash, a timeout), which is not judged.
+    """
+    if holds_at_widest:
+        return "HOLDS"
+    return "INCOMPLETE" if message.startswith("incomplete:") else "FAILS"
+
+
 class RunWriter:
     """Writes one run's folder on the controlling process (see the module docstring)."""
 
@@ -320,7 +331,7 @@ class RunWriter:
         settings = arch_settings(records)
         lines = []
         for r in per_arch.itertuples():
-            mark = "HOLDS" if r.holds_at_widest else "FAILS"
+            mark = verdict_mark(bool(r.holds_at_widest), str(r.message))
             setting = settings.get((str(r.claim_id), str(r.arch_id)), "theory")
             tag = "" if setting == "theory" else f"[{setting}] "
             lines.append(f"{mark:5}  {r.claim_id:28} {r.arch_id:28} {tag}{r.message}")

@@ -3,6 +3,8 @@ import math
 import pandas as pd
 
 from ntkcheck.claim import Claim
+from ntkcheck.report.grid import build_grid
+from ntkcheck.runwriter import verdict_mark
 from ntkcheck.verdict import ARCH_COLUMNS, WIDTH_COLUMNS, compute_verdicts
 
 CLAIM = Claim(id="c", statement="s", source="s", metric="m", tolerance=0.1, rate=-0.5)
@@ -82,6 +84,13 @@ def test_a_partly_measured_widest_width_is_not_judged():
     row = per_arch.iloc[0]
     assert not row.holds_at_widest and math.isnan(row.holds_from_width)
     assert row.message.startswith("incomplete: the widest width 256 has 1 of 3 seeds")
+    # ... and the terminal and the grid say "not judged", not "fails"
+    assert verdict_mark(bool(row.holds_at_widest), row.message) == "INCOMPLETE"
+    assert verdict_mark(False, "fails at every width up to 256") == "FAILS"
+    per_width, per_arch = compute_verdicts(pd.DataFrame(recs), {"c": CLAIM})
+    grid = build_grid(pd.DataFrame(recs), per_width, per_arch, ["c"], [16, 64, 256],
+                      {"a": "#000"}, {})
+    assert grid.rows[0].verdict_status == "missing"
 
 
 def test_fewer_than_three_widths_say_no_slope_was_fitted_not_that_the_trend_moves_away():

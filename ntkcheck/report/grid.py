@@ -186,7 +186,8 @@ def build_grid(
             else:
                 message = verdict_row.get("message")
                 verdict = "" if fmt.is_missing(message) else str(message)
-                status = _status(verdict_row.get("holds_at_widest"))
+                status = ("missing" if verdict.startswith("incomplete:")  # not judged
+                          else _status(verdict_row.get("holds_at_widest")))
             rows.append(GridRow(claim, arch, colors.get(arch, ""), cells, verdict, status,
                                 settings.get((claim, arch), "theory")))
     return Grid(widths=widths, rows=rows)
