@@ -96,6 +96,36 @@ _current_item: ContextVar[pytest.Item | None] = ContextVar("ntkcheck_item", defa
 _SEEN = pytest.StashKey[dict]()
 
 
+class ClaimDoesNotHold(AssertionError):
+    """A drawn or pinned architecture for which the claim does not hold.
+
+    Its message is the verdict; the plugin reports it as that message, without a traceback.
+    """
+
+
+_KIND_WORDS = {"pinned": "pinned @example", "shrunk": "shrunk by Hypothesis",
+               "drawn": "drawn by Hypothesis"}
+
+
+def claim_failure_text(exc: BaseException, failing: dict | None = None) -> str | None:
+    """The report text of a claim test that failed with :class:`ClaimDoesNotHold`.
+
+    The verdict message(s) and the failing architecture (``failing``: ``{"spec", "kind"}``
+    as the plugin stashes it), for the exception or an exception group made only of them;
+    None for any other error, whose traceback matters. Hypothesis' own note is left out: it
+    repeats every argument of the test, fixtures and data included.
+    """
+    group = getattr(exc, "exceptions", None)
+    excs = list(group) if group is not None else [exc]
+    if not excs or not all(isinstance(e, ClaimDoesNotHold) for e in excs):
+        return None
+    text = "\n\n".join(dict.fromkeys(str(e) for e in excs))
+    if failing and failing.get("spec"):
+        kind = _KIND_WORDS.get(str(failing.get("kind")), "failing")
+        text += f"\nfailing architecture ({kind}): {failing['spec']}"
+    return text
+
+
 def _per_example_verdict(inner: Any) -> Any:
     """Wrap a Hypothesis inner test: one verdict per drawn architecture, measured once.
 
@@ -131,7 +161,7 @@ def _per_example_verdict(inner: Any) -> Any:
                                    "kind": _failure_kind(item, key)}
             # One raise statement for first runs and replays: Hypothesis identifies a failure
             # by its exception type and line, and a replay from another line looks flaky.
-            raise AssertionError(message)
+            raise ClaimDoesNotHold(message)
         return result
 
     wrapper._ntkcheck_wrapped = True  # type: ignore[attr-defined]

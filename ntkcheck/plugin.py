@@ -60,6 +60,7 @@ from ntkcheck.hypothesis_support import (
     _hypothesis_storage,
     _HypothesisStorage,
     _verdict_failure,
+    claim_failure_text,
 )
 from ntkcheck.options import (
     _CLAIM,
@@ -250,6 +251,17 @@ def _timed_out(item: pytest.Item, claim: Claim, reason: str) -> str:
     return (f"claim {claim.id!r} {reason}: {done} unit(s) measured (kept), {missing} "
             "not measured (reported as 'not measured: timed out'); raise --ntk-timeout or "
             "sweep fewer widths or seeds")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A claim that does not hold is reported as its verdict, not as a Hypothesis traceback."""
+    report = yield
+    if call.when == "call" and call.excinfo is not None and _CLAIM in item.stash:
+        text = claim_failure_text(call.excinfo.value, item.stash.get(_SHRUNK, None))
+        if text is not None:
+            report.longrepr = text
+    return report
 
 
 @pytest.hookimpl(wrapper=True)
