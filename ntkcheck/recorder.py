@@ -32,7 +32,9 @@ class Recorder:
 
     Call it as ``measure(spec, width=..., seed=..., value=..., **extra)``: ``spec`` is an
     :class:`ntkcheck.arch.ArchSpec` (its fields go into the record), ``value`` the metric (a
-    finite float), ``extra`` further named builtin scalars (e.g. ``train_loss=0.01``).
+    finite float), ``extra`` further named builtin scalars (e.g. ``train_loss=0.01``). The
+    record's ``arch_id`` is ``spec.arch_id``, with ``-practical`` appended in a claim test
+    marked ``setting="practical"``.
 
     Each record reaches the run folder as it is made (a worker's part file, or
     ``records.jsonl`` without xdist), so a crash or Ctrl-C loses only the unit in progress.
@@ -68,14 +70,16 @@ class Recorder:
         now = time.perf_counter()
         if isinstance(width, bool) or int(width) < 1:
             raise ValueError(f"width must be a positive integer, got {width}")
-        record: dict[str, Any] = {"run_id": "", "claim_id": self._claim.id,
-                                  "arch_id": spec.arch_id}
+        setting = getattr(self._claim, "setting", "theory")
+        # A practical test's architecture is its own row: never pooled with (or, on merging
+        # runs, deduplicated against) a theory test of the same claim on the same network.
+        arch_id = spec.arch_id if setting == "theory" else f"{spec.arch_id}-{setting}"
+        record: dict[str, Any] = {"run_id": "", "claim_id": self._claim.id, "arch_id": arch_id}
         record.update(spec.fields())
         record.update(width=int(width), seed=int(seed), value=value, status=status,
                       profile=self._settings.profile.name, device=self._device,
                       dtype=str(dtype).replace("torch.", ""), elapsed_s=now - self._last,
-                      nodeid=self._item.nodeid,
-                      setting=getattr(self._claim, "setting", "theory"))
+                      nodeid=self._item.nodeid, setting=setting)
         init = self._init_seeds.get((spec.arch_id, int(width), int(seed)))
         if init is not None:
             record["init_seed"] = init

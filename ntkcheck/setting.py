@@ -94,19 +94,22 @@ def summarize_claim(entry: dict[str, Any]) -> dict[str, Any]:
     """Set an entry's claim-level fields from its ``tests`` (in place); return the entry.
 
     ``outcome``: the worst outcome of the theory tests (of all tests when there is no theory
-    test); ``practical_outcome``: the worst of the practical tests' (None without any);
+    test; ``has_theory`` is then False and the headline counts the claim under its practical
+    setting only); ``practical_outcome``: the worst of the practical tests' (None without any);
     ``nodeid``, ``longrepr``, ``shrunk_spec``: of the first theory test with the claim's
     outcome; ``duration_s``: the sum over tests.
     """
     tests = claim_tests(entry)
     if not tests:
         return entry
+    has_theory = any(t["setting"] == THEORY for t in tests)
     theory = [t for t in tests if t["setting"] == THEORY] or tests
     practical = [t for t in tests if t["setting"] == PRACTICAL]
     outcome = worst_outcome([str(t.get("outcome") or "passed") for t in theory])
     named = next(t for t in theory if str(t.get("outcome") or "passed") == outcome)
     entry["tests"] = tests
     entry["outcome"] = outcome
+    entry["has_theory"] = has_theory
     entry["practical_outcome"] = worst_outcome(
         [str(t.get("outcome") or "passed") for t in practical])
     entry["nodeid"] = named.get("nodeid")
@@ -147,7 +150,7 @@ def run_counts(claims: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Counts for a run's headline: claims by status, practical settings, tests by outcome.
 
     Returns:
-        ``claims`` (how many), ``claim_outcomes`` (claim-level outcome -> count),
+        ``claims`` (how many have a theory test), ``claim_outcomes`` (claim-level outcome -> count),
         ``practical_claims`` (claims with a practical test), ``practical_outcomes``
         (their practical outcome -> count), ``tests``, ``test_outcomes`` (outcome -> count)
         and ``practical_tests_failed`` (practical tests that failed or errored).
@@ -157,9 +160,10 @@ def run_counts(claims: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     entries = [summarize_claim(dict(c)) for c in claims.values()]
     tests = [t for c in entries for t in claim_tests(c)]
     practical = [c for c in entries if c.get("practical_outcome")]
+    theory = [c for c in entries if c.get("has_theory", True)]  # practical-only: not counted
     return {
-        "claims": len(entries),
-        "claim_outcomes": Counter(str(c.get("outcome") or "unknown") for c in entries),
+        "claims": len(theory),
+        "claim_outcomes": Counter(str(c.get("outcome") or "unknown") for c in theory),
         "practical_claims": len(practical),
         "practical_outcomes": Counter(str(c["practical_outcome"]) for c in practical),
         "tests": len(tests),

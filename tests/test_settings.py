@@ -103,13 +103,13 @@ def test_practical_failure_is_tagged_and_does_not_decide_the_claim(practical_run
     assert "does not hold at the widest width in its practical setting" in out
     result.stdout.fnmatch_lines([
         "HOLDS  mixed * mlp-d1-relu-ntk-b * holds from width*",
-        "FAILS  mixed * mlp-d1-relu-standard-b * [[]practical[]] fails at*",
+        "FAILS  mixed * mlp-d1-relu-standard-b-practical [[]practical[]] fails at*",
         "1 claim (theory setting): 1 passed; practical setting of 1 claim: 1 failed; "
         "2 tests: 1 passed, 1 failed (1 of them in a practical setting)",
     ])
     recs = [json.loads(x) for x in (run / "records.jsonl").read_text().splitlines()]
     assert {(r["arch_id"], r["setting"]) for r in recs} == {
-        ("mlp-d1-relu-ntk-b", "theory"), ("mlp-d1-relu-standard-b", "practical")}
+        ("mlp-d1-relu-ntk-b", "theory"), ("mlp-d1-relu-standard-b-practical", "practical")}
     assert "setting" in pd.read_csv(run / "records.csv").columns
     claims = json.loads((run / "claims.json").read_text())
     c = claims["mixed"]
@@ -127,9 +127,10 @@ def test_report_tags_practical_rows_and_lists_every_test(practical_run) -> None:
     doc = parse(run / "report.html")
     rows = {r.attrs["data-arch"]: r
             for r in doc.find("table", id="overview").find_all("tr", cls="grid-row")}
-    assert rows["mlp-d1-relu-standard-b"].attrs["data-setting"] == "practical"
-    assert "practical" in rows["mlp-d1-relu-standard-b"].classes
-    assert "practical" in rows["mlp-d1-relu-standard-b"].find("span", cls="practical").all_text()
+    assert rows["mlp-d1-relu-standard-b-practical"].attrs["data-setting"] == "practical"
+    assert "practical" in rows["mlp-d1-relu-standard-b-practical"].classes
+    badge = rows["mlp-d1-relu-standard-b-practical"].find("span", cls="practical")
+    assert "practical" in badge.all_text()
     assert rows["mlp-d1-relu-ntk-b"].attrs["data-setting"] == "theory"
     assert not list(rows["mlp-d1-relu-ntk-b"].find_all("span", cls="practical"))
     counts = doc.find("div", id="counts")
@@ -251,3 +252,48 @@ def test_record_schema_checks_the_setting_column() -> None:
     record_schema().validate(recs.assign(setting="practical"))
     with pytest.raises(Exception, match="isin"):
         record_schema().validate(recs.assign(setting="lab"))
+
+
+SAME_NETWORK = '''
+import pytest
+from ntkcheck.arch import ArchSpec
+
+CLAIM = dict(id="same", statement="s", source="test", metric="m", tolerance=0.1)
+
+@pytest.mark.claim(**CLAIM)
+def test_gd(sweep, measure):  # theory: holds
+    for width, seed in sweep:
+        measure(ArchSpec(depth=1), width=width, seed=seed, value=0.01)
+
+@pytest.mark.claim(**CLAIM, setting="practical")
+def test_adam(sweep, measure):  # the same network, trained otherwise: fails
+    for width, seed in sweep:
+        measure(ArchSpec(depth=1), width=width, seed=seed, value=1.0)
+
+@pytest.mark.claim(id="only-practical", statement="s", source="t", metric="m",
+                   tolerance=0.1, setting="practical")
+def test_only_practical(sweep, measure):
+    for width, seed in sweep:
+        measure(ArchSpec(depth=1), width=width, seed=seed, value=0.01)
+'''
+
+
+def test_same_network_in_both_settings_is_two_rows_and_survives_a_merge(pytester) -> None:
+    """A practical test on the theory test's architecture gets its own ``-practical`` row:
+    not pooled into one verdict, not dropped as a duplicate when the run is read or merged;
+    a claim with practical tests only is not counted as a theory claim."""
+    pytester.makepyfile(test_same=SAME_NETWORK)
+    result = pytester.runpytest(*ARGS)
+    result.assert_outcomes(passed=2, failed=1)  # the practical test fails: a finding
+    result.stdout.fnmatch_lines([
+        "HOLDS  same * mlp-d1-relu-ntk-b * holds at every width swept*",
+        "FAILS  same * mlp-d1-relu-ntk-b-practical * [[]practical[]] fails at every width*",
+        "1 claim (theory setting): 1 passed; practical setting of 2 claims: *",
+    ])
+    loaded = load_run(_run(pytester))
+    both = loaded.records[loaded.records["claim_id"] == "same"]
+    assert sorted(both["arch_id"].unique()) == ["mlp-d1-relu-ntk-b", "mlp-d1-relu-ntk-b-practical"]
+    assert len(both) == 8  # 4 widths x 1 seed x 2 settings, none deduplicated away
+    assert claim_status(loaded, "same") == "holds" and practical_status(loaded, "same") == "fails"
+    merged = merge_runs([loaded, load_run(_run(pytester))])
+    assert len(merged.records[merged.records["claim_id"] == "same"]) == 8

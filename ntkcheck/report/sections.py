@@ -75,6 +75,7 @@ class ClaimSection:
     depth_plot_svg: str = ""
     depths: str = ""
     practical_outcome: str = ""
+    has_theory: bool = True
     tests: list[TestRow] = field(default_factory=list)
 
 
@@ -308,6 +309,7 @@ def build_section(
         longrepr_more=more,
         shrunk_spec=_text(claim.get("shrunk_spec")),
         practical_outcome=_text(claim.get("practical_outcome")),
+        has_theory=bool(claim.get("has_theory", True)),
         tests=tests,
         fits=fits,
         plot_svg=svg,
