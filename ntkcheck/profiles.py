@@ -98,13 +98,16 @@ def parse_widths(text: str) -> tuple[int, ...]:
     """Parse ``"64,256,1024"`` into ``(64, 256, 1024)`` (sorted).
 
     Raises:
-        ValueError: If an entry is not a positive integer or is given twice, saying which, or
-            if no width is given (e.g. ``--ntk-widths=``).
+        ValueError: If an entry is not a positive integer, is given twice or is empty
+            (``"64,,128"``), saying which, or if no width is given (``--ntk-widths=``).
 
     """
     widths = []
-    for part in str(text).split(","):
-        part = part.strip()
+    parts = [p.strip() for p in str(text).split(",")]
+    if any(parts) and not all(parts):  # "64,,128" or "64,128,": a width left out by mistake?
+        raise ValueError(f"--ntk-widths: {text!r} has an empty entry; give comma-separated "
+                         "positive integers such as 64,256,1024")
+    for part in parts:
         if not part:
             continue
         try:

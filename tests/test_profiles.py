@@ -29,6 +29,9 @@ def test_unknown_profile_and_bad_widths_name_the_problem():
         parse_widths("64,256,64")
     with pytest.raises(ValueError, match="no widths given"):
         parse_widths("")
+    for text in ("64,,128", "64,128,", ",64"):
+        with pytest.raises(ValueError, match="has an empty entry"):
+            parse_widths(text)
 
 
 def test_cnn_settings_use_a_quarter_of_the_inputs_and_at_least_eight():
