@@ -341,10 +341,6 @@ class RunWriter:
                     tag = "[practical] " if t["setting"] == "practical" else ""
                     lines.append(f"ERROR  {cid:28} {'':28} {tag}{t['nodeid']}: "
                                  f"{str(t['longrepr']).splitlines()[-1]}")
-        mixed = sorted(f"{c} {a}" for (c, a), s in settings.items() if s == "mixed")
-        if mixed:
-            lines.append("warning: a theory and a practical test measured the same "
-                         f"architecture, judged together: {', '.join(mixed)}")
         if schema_error:
             lines.append(f"records failed schema validation: {schema_error.splitlines()[0]}")
         lines.append(headline(claims))

@@ -132,17 +132,16 @@ def record_settings(records: pd.DataFrame) -> pd.Series:
 def arch_settings(records: pd.DataFrame) -> dict[tuple[str, str], str]:
     """The setting of each (claim, architecture) of ``records``.
 
-    ``"practical"`` when all its records are practical, ``"theory"`` when none is, and
-    ``"mixed"`` when a theory and a practical test measured the same architecture (their
-    records are then judged together: give the practical test another architecture).
+    ``"practical"`` or ``"theory"``: a practical test's records carry their own architecture
+    id (``<arch_id>-practical``, :class:`ntkcheck.recorder.Recorder`), so every (claim,
+    architecture) has one setting.
     """
     if not len(records):
         return {}
     frame = records[["claim_id", "arch_id"]].astype(str).assign(_s=record_settings(records))
     out = {}
     for (cid, aid), s in frame.groupby(["claim_id", "arch_id"], sort=False)["_s"]:
-        values = set(s)
-        out[(cid, aid)] = values.pop() if len(values) == 1 else "mixed"
+        out[(cid, aid)] = PRACTICAL if (s == PRACTICAL).any() else THEORY
     return out
 
 

@@ -38,7 +38,7 @@ class GridRow:
     cells: list[GridCell]
     verdict: str
     verdict_status: str
-    setting: str = "theory"  # "practical" or "mixed" rows are tagged (ntkcheck.setting)
+    setting: str = "theory"  # "practical" rows are tagged (ntkcheck.setting)
 
 
 @dataclass(frozen=True)
