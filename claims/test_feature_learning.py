@@ -31,7 +31,8 @@ as an MLP's hidden layer's do (slope -2); muP's per-layer rates
 (:func:`ntkcheck.arch.param_groups`: ``lr * width`` for the input conv, whose fan-in ``9`` does
 not grow, and for the read-out, whose multiplier is ``1 / width``) are those of a
 one-hidden-layer MLP, so the features move by Theta(1). The muP CNN under ``feature-learning``
-is a negative control there too. """
+is a negative control there too.
+"""
 
 import pytest
 import torch
