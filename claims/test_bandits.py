@@ -7,7 +7,8 @@ Sec. 3.2) found that this theory-set exploration does worse than tuning it on th
 regret is no worse than the evidence-tuned agent's (ratio <= 1), on wine and breast cancer
 turned into bandits (Riquelme et al. 2018: one arm per class, reward 1 for the right arm).
 
-Agents, network and constants: :mod:`ntkcheck.bandits` (a centred NTK-parametrized MLP in its
+Agents, network and constants: :mod:`ntkcheck.uncertainty.bandits` (a centred NTK-parametrized MLP
+in its
 kernel regime, disjoint arm encodings; theory: ``lambda = 1``, ``nu = 1/2``, ``delta = 0.05``,
 ``S`` from the analytic NTK; evidence: GP marginal likelihood re-tuned every 10 rounds, one
 posterior standard deviation). Rounds: ``min(4 n_inputs, examples)`` (smoke 96, quick 192 for
@@ -20,9 +21,9 @@ from hypothesis import example, given
 
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
-from ntkcheck.bandits import ClassificationBandit, compare_exploration, rkhs_norm_bound
 from ntkcheck.data import load_dataset
 from ntkcheck.kernels import analytic_kernels
+from ntkcheck.uncertainty.bandits import ClassificationBandit, compare_exploration, rkhs_norm_bound
 
 #: Classification data sets turned into bandits.
 BANDIT_DATA = ("wine", "breast_cancer")

@@ -74,8 +74,8 @@ from ntkcheck.continual import (
     train_sequentially,
 )
 from ntkcheck.data import load_dataset
+from ntkcheck.kernel_regime.linearize import linearize
 from ntkcheck.kernels import empirical_ntk
-from ntkcheck.linearize import linearize
 
 N_TASKS = 3
 MAX_WIDTH = 2048  # smoke and quick; the paper profile is not capped

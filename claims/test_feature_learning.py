@@ -6,13 +6,14 @@ representation of a wide network at the end of training is its representation at
 initialization (the kernel regime); in the maximal update parametrization (muP) features move
 by Theta(1) at every width. The change of the last hidden layer's representation is measured
 as ``1 - CKA(phi_0(X), phi_T(X))`` (linear CKA, Kornblith et al. 2019;
-:func:`ntkcheck.features.linear_cka`) after full-batch GD to a fixed training loss on digits.
+:func:`ntkcheck.kernel_regime.features.linear_cka`) after full-batch GD to a fixed training loss on
+digits.
 CKA compares the centred feature Gram matrices by their cosine, so ``1 - CKA`` is second order
 in their relative change, which is O(1/width) under the NTK parametrization (as the NTK's,
 Dyer & Gur-Ari 2020): predicted slope -2.
 
 Both parametrizations train at base rate ``N / lambda_max`` of the learning-rate-weighted NTK
-(:func:`ntkcheck.features.lr_weighted_ntk`; muP's per-layer rates from
+(:func:`ntkcheck.kernel_regime.features.lr_weighted_ntk`; muP's per-layer rates from
 :func:`ntkcheck.arch.param_groups`), to the same loss.
 
 * ``feature-learning``: under the NTK parametrization the change vanishes with width. The
@@ -40,8 +41,8 @@ from hypothesis import example, given
 
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec, param_groups
-from ntkcheck.features import hidden_features, linear_cka, lr_weighted_ntk
-from ntkcheck.train import train
+from ntkcheck.kernel_regime.features import hidden_features, linear_cka, lr_weighted_ntk
+from ntkcheck.training.loops import train
 
 #: Fixed training loss (1/(2N) convention) both parametrizations train to.
 TARGET_LOSS = 0.05

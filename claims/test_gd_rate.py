@@ -47,9 +47,9 @@ from hypothesis import example, given
 
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
-from ntkcheck.features import lr_weighted_ntk
+from ntkcheck.kernel_regime.features import lr_weighted_ntk
 from ntkcheck.kernels import analytic_kernels, empirical_ntk
-from ntkcheck.train import kernel_lr, train
+from ntkcheck.training.loops import kernel_lr, train
 
 #: Bisection steps for the largest stable learning rate, on [0.5, 1.5] x 2N / lambda_max
 #: (resolution 1e-3).
@@ -69,7 +69,7 @@ SMOOTH = strategies.mlps(min_depth=1, max_depth=1, activations=("erf", "gelu"),
 
 def gd_rate_error(spec, sweep, device, measure, data, ntk_profile):
     """Measure ``gd-rate`` for one architecture over the sweep (GD at ``N / lambda_max`` of
-    the analytic NTK, :func:`ntkcheck.train.kernel_lr`; muP with its per-layer rates)."""
+    the analytic NTK, :func:`ntkcheck.training.loops.kernel_lr`; muP with its per-layer rates)."""
     x, n, steps = data.x, len(data.x), ntk_profile.train_steps
     for width, seed in sweep:
         net = spec.with_width(width).build(seed=measure.seed(spec, width=width, seed=seed),

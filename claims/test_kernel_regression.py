@@ -3,7 +3,7 @@
 The seed paper's Figure 1 question (Wenger et al. 2023): are the predictions of a trained
 network those of kernel regression with its NTK? In the kernel regime, gradient descent on the
 MSE for time ``t = steps * lr`` gives (Lee et al. 2019, eq. 9, with the 1/(2N) loss;
-:func:`ntkcheck.predict.gradient_flow`)::
+:func:`ntkcheck.kernel_regime.predict.gradient_flow`)::
 
     f_t(x) = f_0(x) + Theta(x, X) Theta^-1 (I - exp(-Theta t / N)) (Y - f_0(X))
 
@@ -46,10 +46,10 @@ from hypothesis import example, given
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.jacobian import ntk_gram
+from ntkcheck.kernel_regime.predict import gradient_flow
 from ntkcheck.kernels import analytic_kernels, empirical_ntk
-from ntkcheck.predict import gradient_flow
-from ntkcheck.train import kernel_lr, train
+from ntkcheck.optim.jacobian import ntk_gram
+from ntkcheck.training.loops import kernel_lr, train
 
 DATASETS = ("sine1d", "diabetes")
 #: Held-out inputs per data set.
@@ -114,7 +114,7 @@ def kernel_regression_error(spec, sweep, device, measure, ntk_profile, reference
     """Measure ``kernel-regression`` for one architecture over the sweep.
 
     GD (or ``train_kwargs``' optimizer) runs at the kernel regime's rate N / lambda_max
-    (:func:`ntkcheck.train.kernel_lr`; the standard parametrization's NTK grows with the
+    (:func:`ntkcheck.training.loops.kernel_lr`; the standard parametrization's NTK grows with the
     width). ``reference``: the architecture whose analytic NTK gives the closed form (``spec``
     itself by default; another one is a negative control).
     """
@@ -162,7 +162,8 @@ def _output_major(kernel: torch.Tensor) -> torch.Tensor:
 def kernel_regression_error_cnn(spec, sweep, device, measure, ntk_profile, reference=None):
     """Measure ``kernel-regression`` for one CNN over the sweep (module docstring).
 
-    GD runs at ``N / lambda_max`` of ``spec``'s CNTK (:func:`ntkcheck.train.kernel_lr`'s rate
+    GD runs at ``N / lambda_max`` of ``spec``'s CNTK (:func:`ntkcheck.training.loops.kernel_lr`'s
+    rate
     for the NTK parametrization, whose CNTK does not depend on the width; computed once).
     ``reference``: the architecture whose CNTK gives the closed form (``spec`` by default;
     another one is a negative control).

@@ -54,10 +54,10 @@ from hypothesis import example, given
 
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
-from ntkcheck.features import lr_weighted_ntk
+from ntkcheck.kernel_regime.features import lr_weighted_ntk
 from ntkcheck.kernels import empirical_ntk
 from ntkcheck.metrics import relative_change
-from ntkcheck.train import kernel_lr, train
+from ntkcheck.training.loops import kernel_lr, train
 
 #: Fixed training loss (1/(2N) convention) the weights claim trains to: a tenth of the loss
 #: 0.5 of predicting 0 for the standardized targets.
@@ -80,7 +80,7 @@ def _flat(net: torch.nn.Module) -> torch.Tensor:
 
 def _setup(spec, width, seed, measure, data, device, optimizer):
     """Build the unit's network; return it with its training keywords. GD runs at the kernel
-    regime's rate N / lambda_max (:func:`ntkcheck.train.kernel_lr`; muP with its per-layer
+    regime's rate N / lambda_max (:func:`ntkcheck.training.loops.kernel_lr`; muP with its per-layer
     rates), Adam at its default rate."""
     net = spec.with_width(width).build(seed=measure.seed(spec, width=width, seed=seed),
                                        input_shape=data.input_shape, device=device)

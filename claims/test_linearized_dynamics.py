@@ -2,7 +2,8 @@
 
 Lee et al. 2019, Theorem 2.1: under gradient descent on the MSE with a learning rate below
 the kernel-regime stability limit, an NTK-parametrized network ``f(x; theta_t)`` and its
-first-order Taylor model ``f_lin(x; theta_t^lin)`` (:func:`ntkcheck.linearize.linearize`,
+first-order Taylor model ``f_lin(x; theta_t^lin)``
+(:func:`ntkcheck.kernel_regime.linearize.linearize`,
 trained from the same initialization with the same optimizer and data) stay within
 O(width^-1/2) of each other for all training time, on any input. That is an upper bound: the
 deviation obeys ``d(f - f_lin)/dt = -(1/N) [Theta_0 (f - f_lin) + (Theta_t - Theta_0)(f - Y)]``,
@@ -36,8 +37,8 @@ from hypothesis import example, given
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.linearize import linearize
-from ntkcheck.train import kernel_lr, train
+from ntkcheck.kernel_regime.linearize import linearize
+from ntkcheck.training.loops import kernel_lr, train
 
 #: Held-out digits the deviation is measured on.
 N_TEST = 32
@@ -76,7 +77,8 @@ def _deviation(net, lin, x, y, z, steps, kwargs, lin_kwargs) -> tuple[float, flo
 def linearized_deviation(spec, sweep, device, measure, ntk_profile, optimizer="gd"):
     """Measure ``linearized-dynamics`` for one architecture over the sweep.
 
-    GD runs at the kernel regime's rate N / lambda_max (:func:`ntkcheck.train.kernel_lr`, muP
+    GD runs at the kernel regime's rate N / lambda_max (:func:`ntkcheck.training.loops.kernel_lr`,
+    muP
     with its per-layer rates, which the linearization gets too), Adam at its default rate.
     """
     n_train, n_test = ntk_profile.n_inputs, N_TEST

@@ -7,7 +7,8 @@ of inputs converge in distribution to a centred Gaussian with covariance the NNG
 
 Estimator. Given the last hidden layer, the output of a network is *exactly* Gaussian with
 covariance ``K_hat = (sigma_w^2 / n) phi phi^T + sigma_b^2`` (the read-out weights are
-Gaussian; :func:`ntkcheck.features.readout_covariance`), so the law of the outputs is the
+Gaussian; :func:`ntkcheck.kernel_regime.features.readout_covariance`), so the law of the outputs is
+the
 mixture of ``N(0, K_hat)`` over the hidden layers' randomness. Each (width, seed) unit draws
 an ensemble of ``ENSEMBLE`` independent networks (seeds derived from the unit's seed) and
 integrates the read-out out exactly instead of sampling it (Rao-Blackwellization), which removes
@@ -28,7 +29,7 @@ from scipy import stats
 
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
-from ntkcheck.features import readout_covariance
+from ntkcheck.kernel_regime.features import readout_covariance
 from ntkcheck.kernels import analytic_kernels
 from ntkcheck.kernels.monte_carlo import init_seeds
 

@@ -6,7 +6,8 @@ Gauss-Newton) on the squared loss contracts the squared residual by ``1 - eta`` 
 whatever the conditioning of the data, provided (1) the Jacobian ``J`` of all ``N*O`` training
 outputs has full row rank, ``lambda_0 = lambda_min(J_0 J_0^T) > 0``, and (2) it is stable
 near initialization, ``||J(theta) - J(theta_0)||_2 <= (C / 3) sqrt(lambda_0)`` with
-``C <= 1/2`` (see :mod:`ntkcheck.jacobian` and :mod:`ntkcheck.secondorder`). Gradient
+``C <= 1/2`` (see :mod:`ntkcheck.optim.jacobian` and :mod:`ntkcheck.optim.natural_gradient`).
+Gradient
 descent's rate instead depends on ``lambda_0`` (Du et al. 2018, Thm 4.1). Wenger, Dangel &
 Kristiadi 2023 measured ``lambda_min`` and the stability constant against width and found the
 conditions unmet at practical widths; a reviewer asked for the optimizers to be compared
@@ -60,10 +61,9 @@ from hypothesis import example, given
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.jacobian import gram_extreme_eigenvalues
 from ntkcheck.kernels import analytic_kernels
-from ntkcheck.profiles import CNN_CAP_REASON
-from ntkcheck.secondorder import (
+from ntkcheck.optim.jacobian import gram_extreme_eigenvalues
+from ntkcheck.optim.natural_gradient import (
     jacobian_stability_along_ngd,
     kernel_ngd_losses,
     kernel_race_to_target,
@@ -71,6 +71,7 @@ from ntkcheck.secondorder import (
     race_to_target,
     worst_step_contraction,
 )
+from ntkcheck.profiles import CNN_CAP_REASON
 
 #: NGD step size ``eta`` (Zhang et al.'s Theorem 1 allows it for ``C <= 0.16``).
 ETA = 0.5

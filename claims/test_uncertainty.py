@@ -1,6 +1,6 @@
 """Uncertainty in the kernel regime: linearized Laplace, the NTK-GP, and calibration.
 
-The model (:mod:`ntkcheck.uncertainty`): a network centred at its initialization ``theta_0``
+The model (:mod:`ntkcheck.uncertainty.laplace`): a network centred at its initialization ``theta_0``
 (output 0 at ``theta_0``), prior ``theta ~ N(theta_0, I / delta)``, trained to its MAP by
 L-BFGS; laplace-torch's linearized Laplace approximation (LLA, all weights, GGN, GLM
 predictive) at the MAP.
@@ -8,7 +8,7 @@ predictive) at the MAP.
 ``lla-equals-ntkgp``: the LLA is GP regression with the empirical NTK at the MAP as kernel
 (Khan et al. 2019; Immer et al. 2021, eq. 15); in the kernel regime that NTK tends
 to the analytic NTK (Jacot et al. 2018; Lee et al. 2019, Theorem 2.1), so the LLA predictive
-tends to the NTK-GP posterior (:func:`ntkcheck.uncertainty.ntk_gp_posterior`). Its kernel
+tends to the NTK-GP posterior (:func:`ntkcheck.uncertainty.laplace.ntk_gp_posterior`). Its kernel
 fluctuates by O(width^-1/2) at initialization and moves by O(width^-1/2) in training, hence
 the predicted slope -1/2. Regression on diabetes (``n_inputs`` training points, as many
 held-out test points), fixed ``delta = 1`` (the prior has the NTK parametrization's
@@ -32,8 +32,8 @@ from hypothesis import example, given
 from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.lla import compare_lla_ntk_gp, lla_calibration
-from ntkcheck.uncertainty import LaplaceNotInstalled, require_laplace
+from ntkcheck.uncertainty.laplace import LaplaceNotInstalled, require_laplace
+from ntkcheck.uncertainty.lla import compare_lla_ntk_gp, lla_calibration
 
 try:
     require_laplace()

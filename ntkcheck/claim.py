@@ -66,7 +66,7 @@ class Claim:
             ``"practical"``: a setting where the theory need not hold (standard
             parametrization, Adam, ...). It does not change how the test is judged; the
             report tags practical rows and the claim's status comes from its theory tests
-            (:mod:`ntkcheck.setting`).
+            (:mod:`ntkcheck.runs.outcomes`).
 
     """
 

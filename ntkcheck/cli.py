@@ -56,7 +56,7 @@ def _show_latest(reports: Path) -> int:
 
 
 def _load(args: argparse.Namespace, names: Sequence[str]):
-    from ntkcheck.runs import load_run, merge_runs, resolve_runs
+    from ntkcheck.runs.store import load_run, merge_runs, resolve_runs
 
     runs = [load_run(p) for p in resolve_runs(names, args.reports)]
     return merge_runs(runs), runs
@@ -75,7 +75,7 @@ def _warn_merge(run, runs) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from ntkcheck.report import render_report
-    from ntkcheck.runs import write_run
+    from ntkcheck.runs.store import write_run
 
     if args.output is None and args.save is None:
         print("ntkcheck report: give -o OUT.html (the report) and/or --save DIR (a run folder)",
@@ -90,7 +90,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         wv, av = run.verdicts()
         path = render_report(run.records, wv, av, run.claims, run.meta, args.output)
         print(f"report: {path} ({path.stat().st_size / 1024:.0f} KiB)")
-    from ntkcheck.setting import headline
+    from ntkcheck.runs.outcomes import headline
 
     print(headline(run.claims))
     return 0
@@ -107,7 +107,7 @@ def _width(x: float) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ntkcheck.compare import compare_runs, parse_fail_on, sweep_differences
+    from ntkcheck.runs.compare import compare_runs, parse_fail_on, sweep_differences
 
     try:
         fail_on = parse_fail_on(args.fail_on)
@@ -146,7 +146,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from ntkcheck.runs import list_runs
+    from ntkcheck.runs.store import list_runs
 
     table = list_runs(args.reports)
     if table.empty:
@@ -162,7 +162,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ntkcheck.export import check_format, export_tables
+    from ntkcheck.runs.export import check_format, export_tables
 
     check_format(args.format)  # before reading runs: a missing pyarrow is said at once
     run, runs = _load(args, args.runs)
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    from ntkcheck.runs import RunError
+    from ntkcheck.runs.store import RunError
 
     args = build_parser().parse_args(argv)
     if args.command is None:

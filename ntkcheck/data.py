@@ -218,7 +218,7 @@ def check_loss_targets(name: str, y: torch.Tensor, n_outputs: int, loss: str = "
         name: Name of the data set, used in messages.
         y: Targets passed to the loss.
         n_outputs: Outputs per example of the network (``out_features``).
-        loss: ``"mse"`` (:func:`ntkcheck.train.mse_loss`: float targets of exactly the
+        loss: ``"mse"`` (:func:`ntkcheck.training.loops.mse_loss`: float targets of exactly the
             output's shape ``(N, n_outputs)``; ``(N,)`` would silently broadcast against
             ``(N, 1)`` outputs to ``(N, N)``) or ``"cross_entropy"`` (integer labels ``(N,)``
             in ``0..n_outputs-1``).

@@ -23,10 +23,10 @@ import torch
 
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
+from ntkcheck.kernel_regime.linearize import linearize
 from ntkcheck.kernels import empirical_ntk
-from ntkcheck.linearize import linearize
 from ntkcheck.metrics import fit_rate, relative_change
-from ntkcheck.train import kernel_lr, train
+from ntkcheck.training.loops import kernel_lr, train
 
 #: The claims' fixed time: the quick profile's 50 steps at the kernel rate N / lambda_max.
 STEPS_AT_FACTOR_1 = 50

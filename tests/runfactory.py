@@ -1,4 +1,4 @@
-"""Small synthetic runs for the tests of ntkcheck.runs, ntkcheck.compare and the CLI.
+"""Small synthetic runs for the tests of ntkcheck.runs.store, ntkcheck.runs.compare and the CLI.
 
 The metric is known exactly: value = scale * depth / sqrt(width) * (1 + 0.01 * seed), so a
 claim with tolerance 0.1 holds at width 1024 for depth 1 (0.0625) and scale 2, and fails for
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ntkcheck.runs import Run, write_run
+from ntkcheck.runs.store import Run, write_run
 
 WIDTHS = (16, 64, 256, 1024)
 SEEDS = (0, 1)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ntkcheck.arch import ArchSpec
-from ntkcheck.bandits import (
+from ntkcheck.data import load_dataset
+from ntkcheck.uncertainty.bandits import (
     ClassificationBandit,
     EvidenceExploration,
     TheoryExploration,
@@ -16,7 +17,6 @@ from ntkcheck.bandits import (
     neural_ucb,
     rkhs_norm_bound,
 )
-from ntkcheck.data import load_dataset
 
 
 def test_bandit_from_a_classification_data_set():
@@ -127,7 +127,11 @@ BANDIT_CLAIM = '''
 import pytest
 from hypothesis import given, strategies as st
 from ntkcheck.arch import ArchSpec
-from ntkcheck.bandits import ClassificationBandit, EvidenceExploration, compare_exploration
+from ntkcheck.uncertainty.bandits import (
+    ClassificationBandit,
+    EvidenceExploration,
+    compare_exploration,
+)
 from ntkcheck.data import load_dataset
 
 @pytest.mark.claim(id="bandit-theory-exploration-{tag}", statement="s", source="Zhou 2020",

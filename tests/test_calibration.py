@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from ntkcheck.calibration import (
+from ntkcheck.uncertainty.calibration import (
     classification_nll,
     coverage_error,
     expected_calibration_error,

@@ -12,7 +12,7 @@ from runfactory import claim, make_run, records, save
 
 from ntkcheck import __version__
 from ntkcheck.cli import main
-from ntkcheck.runs import RECORD_KEY, load_run
+from ntkcheck.runs.store import RECORD_KEY, load_run
 
 # The claim of test_plugin.py, whose metric is exact: value = 2 / sqrt(width); tolerance
 # 0.1 holds from width 400, 0.05 fails up to 1024.

@@ -3,7 +3,7 @@
 from runfactory import make_run, save
 
 from ntkcheck.cli import main
-from ntkcheck.compare import sweep_differences
+from ntkcheck.runs.compare import sweep_differences
 
 
 def test_sweep_differences_name_profile_widths_and_inputs():

@@ -39,7 +39,7 @@ from ntkcheck.continual import (
 )
 from ntkcheck.continual.overlap import _gd_filter
 from ntkcheck.data import DataError, load_dataset
-from ntkcheck.linearize import linearize
+from ntkcheck.kernel_regime.linearize import linearize
 
 NAN = math.nan
 

@@ -1,11 +1,11 @@
-"""Tests of ntkcheck.devices: device resolution and worker/thread counts, GPU-free."""
+"""Tests of ntkcheck.plugin.devices: device resolution and worker/thread counts, GPU-free."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ntkcheck.devices import (
+from ntkcheck.plugin.devices import (
     auto_num_workers,
     available_cpus,
     resolve_device,

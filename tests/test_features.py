@@ -7,9 +7,14 @@ from torch.func import functional_call, jacrev
 
 from ntkcheck.arch import ArchSpec, Dense, param_groups
 from ntkcheck.data import load_dataset
-from ntkcheck.features import hidden_features, linear_cka, lr_weighted_ntk, readout_covariance
+from ntkcheck.kernel_regime.features import (
+    hidden_features,
+    linear_cka,
+    lr_weighted_ntk,
+    readout_covariance,
+)
 from ntkcheck.kernels import analytic_kernels, empirical_ntk
-from ntkcheck.train import train
+from ntkcheck.training.loops import train
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Jacobians, NTK Gram spectra and the matrix-free Jacobian change (ntkcheck.jacobian).
+"""Jacobians, NTK Gram spectra and the matrix-free Jacobian change (ntkcheck.optim.jacobian).
 
 References are independent computations in float64: central finite differences for the
 Jacobian, NumPy's eigendecomposition / SVD of explicitly formed matrices for the spectra.
@@ -14,7 +14,8 @@ import torch
 
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.jacobian import (
+from ntkcheck.kernel_regime.linearize import linearize
+from ntkcheck.optim.jacobian import (
     JacobianOperator,
     gram_extreme_eigenvalues,
     jacobian_distance,
@@ -24,7 +25,6 @@ from ntkcheck.jacobian import (
     stability_radius,
     trainable_params,
 )
-from ntkcheck.linearize import linearize
 
 
 def _digits(n: int) -> torch.Tensor:

@@ -6,9 +6,9 @@ from torch.func import functional_call, jacrev
 
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
+from ntkcheck.kernel_regime.linearize import LinearizedModel, linearize
 from ntkcheck.kernels import empirical_ntk
-from ntkcheck.linearize import LinearizedModel, linearize
-from ntkcheck.train import train
+from ntkcheck.training.loops import train
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ntkcheck.options import check_report_dir
+from ntkcheck.plugin.options import check_report_dir
 
 
 def test_a_new_report_folder_is_checked_without_leaving_folders_behind(tmp_path):

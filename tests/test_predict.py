@@ -11,14 +11,14 @@ import torch
 
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.kernels import analytic_kernels
-from ntkcheck.predict import (
+from ntkcheck.kernel_regime.predict import (
     IllConditionedKernelWarning,
     gradient_flow,
     kernel_regression,
     ntk_gp,
 )
-from ntkcheck.train import train
+from ntkcheck.kernels import analytic_kernels
+from ntkcheck.training.loops import train
 
 
 def _problem(n=7, m=5, o=2, seed=0):

@@ -14,7 +14,7 @@ from test_report import parse, script_json
 
 from ntkcheck.profiles import PROFILES
 from ntkcheck.report import render_report
-from ntkcheck.runs import merge_runs
+from ntkcheck.runs.store import merge_runs
 
 QUICK = PROFILES["quick"]  # the default profile
 N_CLAIMS = 8

@@ -34,8 +34,7 @@ from ntkcheck.numerics import (
     kernel_solve,
     with_float64_fallback,
 )
-from ntkcheck.report import build_html
-from ntkcheck.runtime import (
+from ntkcheck.plugin.runtime import (
     Deadline,
     PartFile,
     SweepStopped,
@@ -44,6 +43,7 @@ from ntkcheck.runtime import (
     read_part_files,
     sigterm_as_interrupt,
 )
+from ntkcheck.report import build_html
 from ntkcheck.seeding import derive_seed, seed_everything
 from ntkcheck.verdict import compute_verdicts
 

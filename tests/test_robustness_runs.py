@@ -148,7 +148,7 @@ def test_bad_data_and_specs_fail_before_training(pytester):
 import pytest
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.train import gradient_descent
+from ntkcheck.training.loops import gradient_descent
 
 CLAIM = dict(statement="s", source="t", metric="m", tolerance=1.0)
 

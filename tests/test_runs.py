@@ -1,4 +1,4 @@
-"""Loading, merging, writing and listing stored runs (ntkcheck.runs), and comparing them."""
+"""Loading, merging, writing and listing stored runs (ntkcheck.runs.store), and comparing them."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from runfactory import claim, make_run, records, save
 
 from ntkcheck.claim import arch_verdict_schema, width_verdict_schema
-from ntkcheck.compare import FailOn, compare_runs, parse_fail_on
-from ntkcheck.runs import (
+from ntkcheck.runs.compare import FailOn, compare_runs, parse_fail_on
+from ntkcheck.runs.store import (
     RECORD_KEY,
     RunError,
     claim_status,

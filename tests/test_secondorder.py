@@ -19,9 +19,9 @@ import torch
 
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.jacobian import jacobian_matrix, ntk_gram
-from ntkcheck.linearize import linearize
-from ntkcheck.secondorder import (
+from ntkcheck.kernel_regime.linearize import linearize
+from ntkcheck.optim.jacobian import jacobian_matrix, ntk_gram
+from ntkcheck.optim.natural_gradient import (
     censored_ratio,
     gauss_newton_direction,
     gd_learning_rates,
@@ -35,7 +35,7 @@ from ntkcheck.secondorder import (
     tuned_gradient_descent,
     worst_step_contraction,
 )
-from ntkcheck.train import train
+from ntkcheck.training.loops import train
 
 
 def _diabetes(n: int):
@@ -166,12 +166,12 @@ from hypothesis import given, strategies as st
 
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.jacobian import gram_extreme_eigenvalues
+from ntkcheck.optim.jacobian import gram_extreme_eigenvalues
 from ntkcheck.kernels import analytic_kernels
-from ntkcheck.linearize import linearize
-from ntkcheck.secondorder import (jacobian_stability_along_ngd, race_to_target,
+from ntkcheck.kernel_regime.linearize import linearize
+from ntkcheck.optim.natural_gradient import (jacobian_stability_along_ngd, race_to_target,
                                   worst_step_contraction)
-from ntkcheck.train import train
+from ntkcheck.training.loops import train
 
 DATA = load_dataset("diabetes", n=12, seed=0)
 X, Y = DATA.x, DATA.regression_targets()

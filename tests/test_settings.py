@@ -18,8 +18,8 @@ from test_report import parse
 from ntkcheck.claim import record_schema
 from ntkcheck.cli import main
 from ntkcheck.report import render_report
-from ntkcheck.runs import claim_status, list_runs, load_run, merge_runs, practical_status
-from ntkcheck.setting import claim_tests, headline
+from ntkcheck.runs.outcomes import claim_tests, headline
+from ntkcheck.runs.store import claim_status, list_runs, load_run, merge_runs, practical_status
 
 ARGS = ("--ntk-widths", "16,64,256,1024", "--ntk-seeds", "1", "--ntk-profile", "smoke",
         "-p", "no:randomly")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ntkcheck.cli import main
-from ntkcheck.runs import RECORD_KEY, load_run
+from ntkcheck.runs.store import RECORD_KEY, load_run
 
 # The metric depends on the architecture, width and seed only, so every unit measures the
 # same value wherever it runs. Tolerance 10 holds everywhere: no shrinking, the same draws.

@@ -1,6 +1,6 @@
 import pytest
 
-from ntkcheck.sweep import Shard, parse_shard, sweep_units, unit_shard
+from ntkcheck.plugin.sweep import Shard, parse_shard, sweep_units, unit_shard
 
 
 def test_parse_shard():

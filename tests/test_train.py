@@ -8,7 +8,7 @@ import torch
 from ntkcheck.arch import ArchSpec, param_groups
 from ntkcheck.data import load_dataset
 from ntkcheck.kernels import empirical_ntk
-from ntkcheck.train import (
+from ntkcheck.training.loops import (
     TrainingDiverged,
     accuracy,
     cross_entropy_loss,

@@ -11,8 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
 from ntkcheck.kernels import empirical_ntk
-from ntkcheck.lla import compare_lla_ntk_gp, lla_calibration
-from ntkcheck.uncertainty import (
+from ntkcheck.uncertainty.laplace import (
     LAPLACE_INSTALL,
     CenteredNetwork,
     LaplaceNotInstalled,
@@ -25,6 +24,7 @@ from ntkcheck.uncertainty import (
     require_laplace,
     tune_hyperparameters,
 )
+from ntkcheck.uncertainty.lla import compare_lla_ntk_gp, lla_calibration
 
 
 @pytest.fixture(autouse=True)
@@ -229,7 +229,7 @@ import pytest
 from hypothesis import given, strategies as st
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.lla import compare_lla_ntk_gp
+from ntkcheck.uncertainty.lla import compare_lla_ntk_gp
 
 @pytest.mark.claim(id="lla-equals-ntkgp-{tag}", statement="s", source="Immer et al. 2021",
                    metric="max(mean error, log-variance error)", tolerance=0.1, rate=-0.5)
@@ -260,7 +260,7 @@ import pytest
 from hypothesis import given, strategies as st
 from ntkcheck.arch import ArchSpec
 from ntkcheck.data import load_dataset
-from ntkcheck.lla import lla_calibration
+from ntkcheck.uncertainty.lla import lla_calibration
 
 @pytest.mark.claim(id="uncertainty-calibrated-{tag}", statement="s", source="product",
                    metric="coverage error on diabetes", tolerance=0.1)

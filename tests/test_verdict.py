@@ -4,7 +4,7 @@ import pandas as pd
 
 from ntkcheck.claim import Claim
 from ntkcheck.report.grid import build_grid
-from ntkcheck.runwriter import verdict_mark
+from ntkcheck.runs.writer import verdict_mark
 from ntkcheck.verdict import ARCH_COLUMNS, WIDTH_COLUMNS, compute_verdicts
 
 CLAIM = Claim(id="c", statement="s", source="s", metric="m", tolerance=0.1, rate=-0.5)

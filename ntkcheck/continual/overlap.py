@@ -4,9 +4,11 @@ Setting (Doan et al. 2021, "A theoretical analysis of catastrophic forgetting th
 overlap matrix", AISTATS, Sec. 3-4; Bennani et al. 2020, "Generalisation guarantees for
 continual learning with orthogonal gradient descent", Sec. 3): the linearized network
 ``f_lin(x; theta) = f(x; theta_0) + J(x)(theta - theta_0)`` (Lee et al. 2019, eq. 5; see
-:mod:`ntkcheck.linearize`) is trained on tasks ``0..T-1`` in turn by full-batch gradient
+:mod:`ntkcheck.kernel_regime.linearize`) is trained on tasks ``0..T-1`` in turn by full-batch
+gradient
 descent on the squared loss ``1/(2N_t) sum_i ||f_head(x_i) - y_i||^2`` of task ``t``
-(:mod:`ntkcheck.train` units). Index the *rows* ``(i, c)`` of task ``t`` by its training inputs
+(:mod:`ntkcheck.training.loops` units). Index the *rows* ``(i, c)`` of task ``t`` by its training
+inputs
 ``i`` and its head's output units ``c``, and let ``J_t`` be the ``(N_t C_t, P)`` Jacobian of
 those rows at ``theta_0`` and ``G = J J^T`` the empirical NTK between all rows
 (:func:`task_ntk`).
@@ -198,7 +200,7 @@ def predict_sequential_gd(ntk: TaskNTK, *, lr: float, steps: int | Sequence[int]
 
     Args:
         ntk: The NTK at ``theta_0`` (:func:`task_ntk`).
-        lr: Learning rate (units of :mod:`ntkcheck.train`).
+        lr: Learning rate (units of :mod:`ntkcheck.training.loops`).
         steps: GD steps per task: one int for every task, or one per task (e.g. the steps a
             network took to reach a target accuracy).
 

@@ -1,6 +1,7 @@
 """Sequential training over a task sequence, with a per-task budget, and its accuracy matrix.
 
-Each task is trained with :func:`ntkcheck.train.train` (its loss and learning-rate units: the
+Each task is trained with :func:`ntkcheck.training.loops.train` (its loss and learning-rate units:
+the
 squared loss ``1/(2N) sum_i ||f_head(x_i) - y_i||^2`` on the task's head with targets
 :meth:`ntkcheck.continual.tasks.Task.train_targets`, or the cross-entropy of the head's
 logits). The per-task budget (:class:`Budget`) is either a number of epochs or "until the
@@ -25,7 +26,7 @@ from ntkcheck.continual.forgetting import (
     output_forgetting,
 )
 from ntkcheck.continual.tasks import Task, TaskSequence
-from ntkcheck.train import accuracy, train
+from ntkcheck.training.loops import accuracy, train
 
 __all__ = ["Budget", "HeadView", "SequentialResult", "train_sequentially"]
 
@@ -107,7 +108,7 @@ class SequentialResult:
         lr: The learning rate used.
         budget: The per-task budget.
         losses: Per task, the full-batch training loss before each step and after the last
-            (:attr:`ntkcheck.train.TrainResult.losses`).
+            (:attr:`ntkcheck.training.loops.TrainResult.losses`).
 
     """
 
@@ -170,8 +171,8 @@ def train_sequentially(
         model: Network mapping ``(N, *tasks.input_shape)`` to ``(N, tasks.n_outputs)``.
         tasks: The task sequence (inputs are moved to the model's dtype and device).
         budget: Per-task budget.
-        lr: Learning rate (units of :mod:`ntkcheck.train`).
-        optimizer: ``"gd"``, ``"sgd"`` or ``"adam"`` (:func:`ntkcheck.train.train`).
+        lr: Learning rate (units of :mod:`ntkcheck.training.loops`).
+        optimizer: ``"gd"``, ``"sgd"`` or ``"adam"`` (:func:`ntkcheck.training.loops.train`).
         loss: ``"mse"`` (targets :meth:`Task.train_targets`) or ``"cross_entropy"``.
         batch_size: Mini-batch size for ``"sgd"``/``"adam"`` (None: full batch).
         params: Parameter groups for the optimizer (e.g. :func:`ntkcheck.arch.param_groups`);
@@ -183,8 +184,8 @@ def train_sequentially(
 
     Raises:
         ValueError: If the model's output width is not ``tasks.n_outputs``, or as
-            :func:`ntkcheck.train.train`.
-        ntkcheck.train.TrainingDiverged: If training diverges.
+            :func:`ntkcheck.training.loops.train`.
+        ntkcheck.training.loops.TrainingDiverged: If training diverges.
 
     """
     ref = next(p for p in model.parameters())

@@ -38,7 +38,7 @@ class GridRow:
     cells: list[GridCell]
     verdict: str
     verdict_status: str
-    setting: str = "theory"  # "practical" rows are tagged (ntkcheck.setting)
+    setting: str = "theory"  # "practical" rows are tagged (ntkcheck.runs.outcomes)
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def build_grid(
         for key, group in rec.groupby(keys, sort=False)["value"]:
             rec_groups[key] = group
     not_measured, why = _not_measured(records)
-    from ntkcheck.setting import arch_settings
+    from ntkcheck.runs.outcomes import arch_settings
 
     settings = arch_settings(records)
 

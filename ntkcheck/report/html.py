@@ -71,7 +71,7 @@ def _embedded_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
     """A claim as the report embeds it: without the claim-level copy of a test's longrepr.
 
     With ``tests``, the claim-level ``longrepr`` (a copy of one test's) is left out;
-    :func:`ntkcheck.runs.load_run` restores it.
+    :func:`ntkcheck.runs.store.load_run` restores it.
     """
     if claim.get("tests"):
         return {k: v for k, v in claim.items() if k != "longrepr"}
@@ -108,7 +108,7 @@ def build_html(
         "arch_verdicts": frame_split(av),
         "claims": {cid: _embedded_claim(c) for cid, c in claims.items()},
     }
-    from ntkcheck.setting import run_counts
+    from ntkcheck.runs.outcomes import run_counts
 
     counts = run_counts(claims)
     holding = sum(r.verdict_status == "holds" for r in grid.rows)

@@ -136,8 +136,8 @@ def _longrepr(longrepr: str, outcome: str) -> tuple[str, int]:
 
 
 def _test_rows(claim: Mapping[str, Any], records: pd.DataFrame) -> list[TestRow]:
-    """The claim's tests (:func:`ntkcheck.setting.claim_tests`), theory ones first."""
-    from ntkcheck.setting import THEORY, claim_tests, shrunk_label
+    """The claim's tests (:func:`ntkcheck.runs.outcomes.claim_tests`), theory ones first."""
+    from ntkcheck.runs.outcomes import THEORY, claim_tests, shrunk_label
 
     counts = (records["nodeid"].astype(str).value_counts().to_dict()
               if len(records) and "nodeid" in records.columns else {})
@@ -277,7 +277,7 @@ def build_section(
         The section's content.
 
     """
-    from ntkcheck.setting import arch_settings, summarize_claim
+    from ntkcheck.runs.outcomes import arch_settings, summarize_claim
 
     claim = summarize_claim(dict(claim or {}))
     settings = arch_settings(records)

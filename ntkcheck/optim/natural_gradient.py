@@ -3,10 +3,11 @@
 Gauss-Newton / natural gradient in function space, tuned gradient descent as its baseline, and
 both on the linearized (kernel) model in closed form.
 
-Loss and units as in :mod:`ntkcheck.train`: ``L(theta) = 1/(2N) ||f(theta, X) - y||^2`` over
+Loss and units as in :mod:`ntkcheck.training.loops`: ``L(theta) = 1/(2N) ||f(theta, X) - y||^2``
+over
 ``N`` inputs with ``O`` outputs each (``u = vec f(theta, X)``, ``N*O`` values), ``J`` the
 ``(N*O, P)`` Jacobian and ``G = J J^T`` the NTK Gram matrix
-(:func:`ntkcheck.jacobian.ntk_gram`).
+(:func:`ntkcheck.optim.jacobian.ntk_gram`).
 
 Natural gradient = Gauss-Newton. For the squared loss the Fisher information of the Gaussian
 likelihood with unit variance equals the Gauss-Newton matrix ``J^T J / N`` (Martens 2020, "New
@@ -25,7 +26,7 @@ model (``J`` constant) one step maps the residual to ``(I - eta G (G + lambda I)
 ``(1 - eta) (u_k - y)`` at ``lambda = 0``, a squared-residual contraction of ``(1 - eta)^2``.
 Zhang et al.'s Theorem 1 guarantees the contraction ``||y - u_{k+1}||^2 <= (1 - eta)
 ||y - u_k||^2`` per step for a nonlinear network when ``eta <= (1 - 2C) / (1 + C)^2`` and the
-Jacobian conditions of :mod:`ntkcheck.jacobian` hold with constant ``C``.
+Jacobian conditions of :mod:`ntkcheck.optim.jacobian` hold with constant ``C``.
 
 Gradient descent on the same loss changes the outputs by ``-(lr / N) G (u_k - y)`` to first
 order, so its rate depends on the spectrum of ``G`` (Du et al. 2018, Theorem 4.1: squared
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntkcheck.jacobian import (
+from ntkcheck.optim.jacobian import (
     DENSE_MAX_JACOBIAN,
     JacobianOperator,
     gram_extreme_eigenvalues,
@@ -56,7 +57,7 @@ from ntkcheck.jacobian import (
     stability_radius,
     trainable_params,
 )
-from ntkcheck.train import TrainingDiverged, TrainResult, mse_loss, train
+from ntkcheck.training.loops import TrainingDiverged, TrainResult, mse_loss, train
 
 __all__ = ["Race", "StabilityRun", "TunedRun", "censored_ratio", "gauss_newton_direction",
            "gd_learning_rates", "jacobian_stability_along_ngd", "kernel_gd_losses",
@@ -125,12 +126,12 @@ def natural_gradient_descent(
             ``1`` solves a linear model in one step). Must be in ``(0, 2)``.
         steps: Step budget.
         damping: ``lambda >= 0`` in units of the NTK Gram matrix (0: pseudo-inverse).
-        target_loss: Stop as soon as :func:`ntkcheck.train.mse_loss` is ``<=`` this.
+        target_loss: Stop as soon as :func:`ntkcheck.training.loops.mse_loss` is ``<=`` this.
         callback: Called as ``callback(k, model)`` after ``k = 0, 1, ...`` steps (at
             initialization first), under ``torch.no_grad()``.
 
     Returns:
-        A :class:`ntkcheck.train.TrainResult`: ``losses[k]`` the MSE after ``k`` steps.
+        A :class:`ntkcheck.training.loops.TrainResult`: ``losses[k]`` the MSE after ``k`` steps.
 
     Raises:
         ValueError: On ``lr`` outside ``(0, 2)``, negative ``steps`` or ``damping``, or
@@ -199,7 +200,7 @@ def tuned_gradient_descent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
     """Full-batch GD on the MSE from the same initialization for each learning rate.
 
     Each rate trains a deep copy of ``model`` (left unchanged) with
-    :func:`ntkcheck.train.train` until the loss is ``<= target_loss``, it exceeds
+    :func:`ntkcheck.training.loops.train` until the loss is ``<= target_loss``, it exceeds
     ``diverge_factor`` times its initial value (diverged), or the budget runs out. Rates are
     tried largest first and each later run's budget is cut to one step fewer than the best so
     far (it cannot win with more), so tuning costs little more than the winning run.
@@ -208,7 +209,7 @@ def tuned_gradient_descent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
         model: Network at its initialization (not modified).
         x: ``(N, *input_shape)`` inputs.
         y: ``(N, O)`` targets.
-        lrs: Learning rates to try (units of :mod:`ntkcheck.train`), e.g. fractions of
+        lrs: Learning rates to try (units of :mod:`ntkcheck.training.loops`), e.g. fractions of
             ``2N / (lambda_max + lambda_min)`` of the NTK Gram matrix.
         target_loss: The loss to reach.
         max_steps: Budget per learning rate.
@@ -260,7 +261,8 @@ def kernel_gd_losses(kernel: torch.Tensor, residual: torch.Tensor, *, lr: float,
     With ``Theta = V diag(s) V^T`` (per output, the same for every output as for an
     infinite-width NTK ``Theta ⊗ I_O``), GD with rate ``lr`` maps the residual to
     ``(I - (lr / N) Theta)^k r_0`` (Lee et al. 2019, eq. 3 in discrete time, the units of
-    :mod:`ntkcheck.train`), so ``L_k = 1/(2N) sum_{i,a} (1 - lr s_i / N)^(2k) c_{ia}^2`` with
+    :mod:`ntkcheck.training.loops`), so ``L_k = 1/(2N) sum_{i,a} (1 - lr s_i / N)^(2k) c_{ia}^2``
+    with
     ``c = V^T r_0``.
 
     Args:
@@ -322,7 +324,7 @@ class StabilityRun:
 
     Attributes:
         c_prime: ``C' = 3 max_t ||J(theta_t) - J(theta_0)||_2 / sqrt(lambda_0)``
-            (:func:`ntkcheck.jacobian.stability_constant`); Condition 2 needs ``<= 1/2``.
+            (:func:`ntkcheck.optim.jacobian.stability_constant`); Condition 2 needs ``<= 1/2``.
         lambda_0: ``lambda_min(J_0 J_0^T)``.
         lambda_max: ``lambda_max(J_0 J_0^T)``.
         max_jacobian_change: ``max_t ||J(theta_t) - J(theta_0)||_2`` over ``t = 1 .. steps``.
@@ -346,7 +348,8 @@ def jacobian_stability_along_ngd(model: nn.Module, x: torch.Tensor, y: torch.Ten
     """Train by NGD in place and measure how far the Jacobian moves from its initial value.
 
     At every iterate ``theta_t`` (``t = 1 .. steps``) of :func:`natural_gradient_descent`,
-    ``||J(theta_t) - J(theta_0)||_2`` is computed by :func:`ntkcheck.jacobian.jacobian_distance`
+    ``||J(theta_t) - J(theta_0)||_2`` is computed by
+    :func:`ntkcheck.optim.jacobian.jacobian_distance`
     (dense with ``J_0`` reused, or Lanczos for large Jacobians).
 
     Args:
@@ -435,7 +438,8 @@ def gd_learning_rates(lambda_min: float, lambda_max: float, n: int,
     """``c * 2N / (lambda_max + lambda_min)`` for each fraction ``c``.
 
     ``2N / (lambda_max + lambda_min)`` is the fastest constant GD step on the quadratic the
-    linearized network defines (Nesterov 2004, Thm 2.1.15, in :mod:`ntkcheck.train`'s units).
+    linearized network defines (Nesterov 2004, Thm 2.1.15, in :mod:`ntkcheck.training.loops`'s
+    units).
     On a residual dominated by the top eigendirection a smaller step can be faster: that
     direction's factor ``1 - lr lambda_max / N`` is near ``-1`` at the fastest step.
 

@@ -18,16 +18,17 @@ What it adds to pytest:
   ``verdicts.csv``, ``width_verdicts.csv``, ``meta.json``, ``claims.json`` and
   ``report.html``, and a ``latest`` link to it.
 
-The pieces live in small modules: options and shared keys in :mod:`ntkcheck.options`, the
-fixtures in :mod:`ntkcheck.fixtures`, the ``measure`` recorder in :mod:`ntkcheck.recorder`,
-Hypothesis integration in :mod:`ntkcheck.hypothesis_support` and the run folder in
-:mod:`ntkcheck.runwriter`; this module holds the hooks.
+The pieces live in small modules: options and shared keys in :mod:`ntkcheck.plugin.options`, the
+fixtures in :mod:`ntkcheck.plugin.fixtures`, the ``measure`` recorder in
+:mod:`ntkcheck.plugin.recorder`,
+Hypothesis integration in :mod:`ntkcheck.plugin.hypothesis_support` and the run folder in
+:mod:`ntkcheck.runs.writer`; this module holds the hooks.
 
 Records travel from xdist workers to the controller on the test reports' ``user_properties``
 and, as each is made, through the worker's ``records.<worker>.jsonl`` part file in the run
 folder (without xdist: straight into ``records.jsonl``); the controller merges the part files
 at the end, de-duplicated on (nodeid, ``seq``), so a worker that dies loses only the unit it
-was measuring. Robustness (:mod:`ntkcheck.runtime`): ``--ntk-timeout SECONDS`` stops a claim
+was measuring. Robustness (:mod:`ntkcheck.plugin.runtime`): ``--ntk-timeout SECONDS`` stops a claim
 test (finished units kept, the rest recorded as not measured); SIGTERM is handled like Ctrl-C
 and both still write the report with ``meta["interrupted"]``; an explicit ``--ntk-device``
 that does not exist is a usage error, ``auto`` without CUDA warns and uses the CPU;
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ntkcheck.fixtures import (  # noqa: F401  (fixtures pytest finds on the plugin)
+from ntkcheck.plugin.fixtures import (  # noqa: F401  (fixtures pytest finds on the plugin)
     device,
     digits,
     measure,
@@ -52,7 +53,7 @@ from ntkcheck.fixtures import (  # noqa: F401  (fixtures pytest finds on the plu
     sweep,
     widths,
 )
-from ntkcheck.hypothesis_support import (
+from ntkcheck.plugin.hypothesis_support import (
     _SEEN,
     _SHRUNK,
     _apply_hypothesis_settings,
@@ -62,7 +63,7 @@ from ntkcheck.hypothesis_support import (
     _verdict_failure,
     claim_failure_text,
 )
-from ntkcheck.options import (
+from ntkcheck.plugin.options import (
     _CLAIM,
     _DEADLINE,
     _RECORDER,
@@ -79,7 +80,7 @@ from ntkcheck.options import (
     _resolve_settings,
     check_report_dir,
 )
-from ntkcheck.runtime import (
+from ntkcheck.plugin.runtime import (
     Deadline,
     PartFile,
     SweepStopped,
@@ -87,7 +88,7 @@ from ntkcheck.runtime import (
     sigterm_as_interrupt,
     worker_part_name,
 )
-from ntkcheck.runwriter import RunWriter
+from ntkcheck.runs.writer import RunWriter
 from ntkcheck.status import MEASURED
 
 if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
@@ -132,7 +133,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         import torch
 
-        from ntkcheck.devices import threads_per_worker
+        from ntkcheck.plugin.devices import threads_per_worker
 
         count = int(config.workerinput.get("workercount", 1))
         threads = threads_per_worker(os.cpu_count() or 1, count)
@@ -164,7 +165,7 @@ def _configure_runtime(config: pytest.Config, settings: Settings) -> None:
         return
     option = settings.device.strip().lower()
     if option != "auto":  # an explicit device that does not exist is a usage error
-        from ntkcheck.devices import resolve_device
+        from ntkcheck.plugin.devices import resolve_device
 
         try:
             resolve_device(settings.device, None)
@@ -188,7 +189,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         return None
     import torch
 
-    from ntkcheck.devices import auto_num_workers
+    from ntkcheck.plugin.devices import auto_num_workers
 
     n_gpu = torch.cuda.device_count()
     return auto_num_workers(os.cpu_count() or 1, n_gpu) if n_gpu else None

@@ -39,7 +39,8 @@ and noise ``sigma^2``. In the kernel regime (Jacot et al. 2018; Lee et al. 2019,
     var(x)  = (Theta(x, x) - Theta(x, X) (Theta(X, X) + delta sigma^2 I)^-1 Theta(X, x)) / delta
 
 (Rasmussen & Williams 2006, eqs. 2.25-2.26, with kernel ``Theta / delta``). Its mean is the
-``delta sigma^2 -> 0`` limit of Lee et al. 2019, eq. 16 (:func:`ntkcheck.predict.ntk_gp`);
+``delta sigma^2 -> 0`` limit of Lee et al. 2019, eq. 16
+(:func:`ntkcheck.kernel_regime.predict.ntk_gp`);
 their eq. 16 *covariance* is the spread over random initializations of an uncentred network
 and is a different object from this Bayesian posterior variance.
 """

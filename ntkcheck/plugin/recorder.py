@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ntkcheck.options import (
+from ntkcheck.plugin.options import (
     RECORD_KEY,
     Settings,
 )
-from ntkcheck.runtime import (
+from ntkcheck.plugin.runtime import (
     Deadline,
     NtkcheckWarning,
 )
+from ntkcheck.plugin.sweep import sweep_units
 from ntkcheck.status import MEASURED, NOT_MEASURED
-from ntkcheck.sweep import sweep_units
 
 if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
     from ntkcheck.claim import Claim
@@ -223,18 +223,18 @@ class Recorder:
 
         ``with measure.guard(spec, width=w, seed=s) as init_seed:`` yields
         :meth:`seed` ``(spec, width=w, seed=s)`` (None when ``seed`` is None). When the body
-        raises an out-of-memory error (:func:`ntkcheck.runtime.is_out_of_memory`: the kernel
+        raises an out-of-memory error (:func:`ntkcheck.plugin.runtime.is_out_of_memory`: the kernel
         engine's :class:`~ntkcheck.kernels.KernelMemoryError` estimate, or
         ``torch.cuda.OutOfMemoryError``), the error is swallowed, memory is freed, the unit
         (every unmeasured seed of the width when ``seed`` is None) is recorded as "not
         measured: out of memory" with the error's first line as ``reason``, and an
-        :class:`ntkcheck.runtime.NtkcheckWarning` is issued. Other errors propagate.
+        :class:`ntkcheck.plugin.runtime.NtkcheckWarning` is issued. Other errors propagate.
 
         Raises:
             SweepStopped: At entry, when ``--ntk-timeout`` has passed.
 
         """
-        from ntkcheck.runtime import free_memory, is_out_of_memory
+        from ntkcheck.plugin.runtime import free_memory, is_out_of_memory
 
         self._deadline.check()
         init = self.seed(spec, width=width, seed=seed) if seed is not None else None

@@ -5,7 +5,8 @@ Units. Learning rates are given in the units the theory uses: the squared loss i
 learning rate ``lr`` changes the training outputs by ``-(lr / N) Theta(X, X) (f - y)`` to
 first order, and ``t = steps * lr`` is the continuous time of gradient flow
 ``df/dt = -(1/N) Theta(X, X) (f - y)`` (Jacot et al. 2018, Sec. 4; Lee et al. 2019, eq. 3 with
-the 1/N convention; :mod:`ntkcheck.predict` uses the same ``t``). Full-batch GD is stable in
+the 1/N convention; :mod:`ntkcheck.kernel_regime.predict` uses the same ``t``). Full-batch GD is
+stable in
 the kernel regime for ``lr < 2N / lambda_max(Theta(X, X))``. Cross-entropy is the mean over
 examples (``torch.nn.functional.cross_entropy``); continuous time has no kernel meaning there.
 
@@ -105,7 +106,8 @@ def kernel_lr(spec, model: nn.Module, x: torch.Tensor,
     follows (module docstring): for ``"ntk"`` and ``"standard"`` the analytic NTK
     (:func:`ntkcheck.kernels.analytic_kernels`, at ``spec``'s width for ``"standard"``, whose
     NTK grows with the width); for ``"mup"`` the learning-rate-weighted empirical NTK of
-    ``model`` at its current parameters (:func:`ntkcheck.features.lr_weighted_ntk`) with muP's
+    ``model`` at its current parameters (:func:`ntkcheck.kernel_regime.features.lr_weighted_ntk`)
+    with muP's
     per-layer rates (:func:`ntkcheck.arch.param_groups`), per output unit (its trace over the
     ``O`` outputs divided by ``O``). ``factor = 1`` contracts the top
     residual mode in one step; GD is stable for ``factor < 2`` in the kernel regime.
@@ -126,7 +128,7 @@ def kernel_lr(spec, model: nn.Module, x: torch.Tensor,
 
     """
     from ntkcheck.arch import param_groups
-    from ntkcheck.features import lr_weighted_ntk
+    from ntkcheck.kernel_regime.features import lr_weighted_ntk
     from ntkcheck.kernels import analytic_kernels
 
     n = len(x)
@@ -212,7 +214,7 @@ def train(
 
     Args:
         model: Network mapping ``(N, ...)`` to ``(N, O)``; also a
-            :class:`ntkcheck.linearize.LinearizedModel` (trained the same way).
+            :class:`ntkcheck.kernel_regime.linearize.LinearizedModel` (trained the same way).
         x: Inputs ``(N, ...)``, the model's dtype and device.
         y: Targets: ``(N, O)`` floats for ``"mse"``; ``(N,)`` int64 labels for
             ``"cross_entropy"``.

@@ -124,7 +124,7 @@ def lr_weighted_ntk(model: nn.Module, x: torch.Tensor, groups: list[dict],
 
     Gradient descent with learning rate ``lr_p`` on parameter ``p`` moves the outputs by
     ``-(lr / N) Theta_lr (f - y)`` per step with this kernel (the module docstring of
-    :mod:`ntkcheck.train`), so ``N / lambda_max(Theta_lr)`` is the natural base rate. It is
+    :mod:`ntkcheck.training.loops`), so ``N / lambda_max(Theta_lr)`` is the natural base rate. It is
     computed exactly by :func:`ntkcheck.kernels.empirical_ntk` on a copy of the network in
     which each parameter ``p`` is divided by ``sqrt(lr_p / lr)`` and its layer multiplier
     multiplied by the same factor (same function, Jacobian scaled by ``sqrt(lr_p / lr)``).

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ntkcheck.runs import Run, claim_status
+from ntkcheck.runs.store import Run, claim_status
 
 __all__ = ["FailOn", "Comparison", "compare_runs", "parse_fail_on", "sweep_differences",
            "ARCH_COMPARE_COLUMNS", "CLAIM_COMPARE_COLUMNS"]

@@ -36,7 +36,8 @@ RECORD_KEY = ("claim_id", "arch_id", "width", "seed")
 #: The fields of a claim's metadata (:class:`ntkcheck.claim.Claim`).
 CLAIM_FIELDS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction",
                 "scale", "trend")
-#: Per-test fields of a claim (``claims.json``'s ``tests``): :data:`ntkcheck.setting.TEST_FIELDS`.
+#: Per-test fields of a claim (``claims.json``'s ``tests``):
+#: :data:`ntkcheck.runs.outcomes.TEST_FIELDS`.
 #: Fields that decide a verdict: runs that disagree on them cannot be merged.
 _JUDGING = ("tolerance", "rate", "direction", "scale", "trend")
 _RUN_FILES = ("records.jsonl", "records.csv", "meta.json", "claims.json", "report.html")
@@ -58,7 +59,7 @@ class Run:
         claims: Claim id -> metadata (:data:`CLAIM_FIELDS`) plus the plugin's ``outcome``
             (from the theory tests), ``practical_outcome``, ``nodeid``, ``duration_s``,
             ``longrepr``, ``shrunk_spec`` and ``tests`` (one entry per test; see
-            :mod:`ntkcheck.setting`; old runs have no ``tests``).
+            :mod:`ntkcheck.runs.outcomes`; old runs have no ``tests``).
         meta: Environment and run settings (``meta.json``).
         path: The folder or file it was read from (None for a merge).
 
@@ -116,7 +117,7 @@ class Run:
 
 def _setting_rows(run: Run, claim_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A claim's arch verdicts in its theory setting and in its practical one."""
-    from ntkcheck.setting import PRACTICAL, arch_settings
+    from ntkcheck.runs.outcomes import PRACTICAL, arch_settings
 
     _, av = run.verdicts()
     rows = av[av["claim_id"] == claim_id]
@@ -154,7 +155,7 @@ def practical_status(run: Run, claim_id: str) -> str | None:
     None when it has no practical test, or only practical ones (then :func:`claim_status`
     judges those).
     """
-    from ntkcheck.setting import PRACTICAL, claim_tests
+    from ntkcheck.runs.outcomes import PRACTICAL, claim_tests
 
     theory, practical = _setting_rows(run, claim_id)
     tests = [t for t in claim_tests(run.claims.get(claim_id, {})) if t["setting"] == PRACTICAL]
@@ -296,7 +297,7 @@ def load_run(path: str | Path) -> Run:
         if folder is not None and (folder / "claims.json").is_file():
             claims = json.loads((folder / "claims.json").read_text(encoding="utf-8"))
         else:
-            from ntkcheck.setting import summarize_claim
+            from ntkcheck.runs.outcomes import summarize_claim
 
             claims = {k: summarize_claim(dict(v)) if v.get("tests") else v
                       for k, v in ((from_report("verdicts") or {}).get("claims") or {}).items()}
@@ -356,7 +357,7 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
                          "commit": "", "records": 0, "tests": 0, "passed": 0, "failed": 0,
                          "practical_failed": 0, "latest": folder.name == latest})
             continue
-        from ntkcheck.setting import claim_tests, summarize_claim
+        from ntkcheck.runs.outcomes import claim_tests, summarize_claim
 
         meta = run.meta
         entries = [summarize_claim(dict(c)) for c in run.claims.values()]
@@ -390,7 +391,7 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
 
 
 def _merge_claims(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
-    from ntkcheck.setting import claim_tests, summarize_claim
+    from ntkcheck.runs.outcomes import claim_tests, summarize_claim
 
     merged: dict[str, dict[str, Any]] = {}
     source: dict[str, str] = {}
@@ -579,9 +580,9 @@ def _rejudge_tests(run: Run) -> None:
 
     A test with an ``error`` (or interrupted) outcome in any run keeps it; a test whose
     records are all gone keeps its outcome. Then the claim-level fields follow
-    (:func:`ntkcheck.setting.summarize_claim`).
+    (:func:`ntkcheck.runs.outcomes.summarize_claim`).
     """
-    from ntkcheck.setting import claim_tests, summarize_claim
+    from ntkcheck.runs.outcomes import claim_tests, summarize_claim
 
     _, av = run.verdicts()
     recs = run.records

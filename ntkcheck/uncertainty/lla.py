@@ -1,7 +1,7 @@
 """End-to-end measurements of the linearized Laplace approximation (LLA) of one network.
 
 Both build a centred network of an :class:`~ntkcheck.arch.ArchSpec` at one width and seed,
-train it to the MAP of the model of :mod:`ntkcheck.uncertainty` (prior ``N(theta_0, I /
+train it to the MAP of the model of :mod:`ntkcheck.uncertainty.laplace` (prior ``N(theta_0, I /
 delta)``), fit laplace-torch's LLA at the MAP and evaluate its GLM predictive on held-out
 inputs:
 
@@ -10,7 +10,7 @@ inputs:
   as a diagnostic, with the network's empirical NTK at initialization).
 * :func:`lla_calibration` (claim ``uncertainty-calibrated``): prior precision (and noise) set
   by laplace-torch's marginal likelihood after training, then the ECE (classification) or the
-  interval-coverage error (regression) on held-out data (:mod:`ntkcheck.calibration`).
+  interval-coverage error (regression) on held-out data (:mod:`ntkcheck.uncertainty.calibration`).
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ntkcheck.calibration import (
+from ntkcheck.data import Dataset
+from ntkcheck.metrics import relative_frobenius_error
+from ntkcheck.uncertainty.calibration import (
     DEFAULT_LEVELS,
     classification_nll,
     coverage_error,
     expected_calibration_error,
     gaussian_nll,
 )
-from ntkcheck.data import Dataset
-from ntkcheck.metrics import relative_frobenius_error
-from ntkcheck.uncertainty import (
+from ntkcheck.uncertainty.laplace import (
     CenteredNetwork,
     fit_laplace,
     fit_map,
@@ -63,7 +63,7 @@ class LLAComparison:
     Attributes:
         mean_error: ``||m_LLA - m_GP||_2 / ||m_GP||_2`` over the test inputs (analytic NTK).
         log_variance_error: RMS of ``log(v_LLA / v_GP)`` of the latent variances (analytic NTK;
-            :func:`ntkcheck.uncertainty.log_variance_error`).
+            :func:`ntkcheck.uncertainty.laplace.log_variance_error`).
         init_mean_error: ``mean_error`` against the NTK-GP with the network's empirical NTK at
             initialization instead of the analytic NTK.
         init_log_variance_error: ``log_variance_error`` against that NTK-GP.
@@ -106,7 +106,7 @@ def compare_lla_ntk_gp(
     """Train a centred network to its MAP and compare its LLA with the NTK-GP on ``test``.
 
     Both predictives use the same ``delta`` and ``sigma`` (fixed: the theorem is for any
-    fixed pair). The reference is :func:`ntkcheck.uncertainty.ntk_gp_posterior` with the
+    fixed pair). The reference is :func:`ntkcheck.uncertainty.laplace.ntk_gp_posterior` with the
     analytic NTK of ``spec`` (:func:`ntkcheck.kernels.analytic_kernels`).
 
     Args:
@@ -117,8 +117,8 @@ def compare_lla_ntk_gp(
         seed: Initialization seed.
         prior_precision: ``delta``.
         sigma_noise: ``sigma``.
-        hessian_structure: Passed to :func:`ntkcheck.uncertainty.fit_laplace`.
-        max_iter: L-BFGS iterations of :func:`ntkcheck.uncertainty.fit_map`.
+        hessian_structure: Passed to :func:`ntkcheck.uncertainty.laplace.fit_laplace`.
+        max_iter: L-BFGS iterations of :func:`ntkcheck.uncertainty.laplace.fit_map`.
         reference_spec: Architecture whose analytic NTK defines the NTK-GP (``spec`` when
             None; another one is a deliberately wrong reference, for negative controls).
         device: Device of the network.
@@ -172,9 +172,10 @@ class CalibrationResult:
 
     Attributes:
         dataset: Data set name.
-        error: ECE (classification, :func:`~ntkcheck.calibration.expected_calibration_error`)
+        error: ECE (classification,
+        :func:`~ntkcheck.uncertainty.calibration.expected_calibration_error`)
             or largest coverage error over the nominal levels (regression,
-            :func:`~ntkcheck.calibration.coverage_error`), in ``[0, 1]``.
+            :func:`~ntkcheck.uncertainty.calibration.coverage_error`), in ``[0, 1]``.
         nll: Mean held-out negative log-likelihood (nats).
         accuracy: Held-out accuracy (classification; NaN for regression).
         prior_precision: Marginal-likelihood prior precision.
@@ -210,7 +211,7 @@ def lla_calibration(
     regression targets, which are standardized) by L-BFGS; laplace-torch's function-space LLA
     (``hessian_structure="gp"`` at every width, so the marginal likelihood is the same
     approximation across the sweep; independent outputs for classification); prior precision
-    (and noise) by marginal likelihood (:func:`ntkcheck.uncertainty.tune_hyperparameters`);
+    (and noise) by marginal likelihood (:func:`ntkcheck.uncertainty.laplace.tune_hyperparameters`);
     the GLM predictive on ``test`` with the probit link (classification) or
     ``N(f, v_f + sigma^2)`` (regression).
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ntkcheck.options import (
+from ntkcheck.plugin.options import (
     _CLAIM,
     _DEADLINE,
     _RECORDER,
@@ -20,12 +20,12 @@ from ntkcheck.options import (
     _SINK,
     _is_worker,
 )
-from ntkcheck.profiles import Profile
-from ntkcheck.recorder import Recorder
-from ntkcheck.runtime import (
+from ntkcheck.plugin.recorder import Recorder
+from ntkcheck.plugin.runtime import (
     NtkcheckWarning,
 )
-from ntkcheck.sweep import sweep_units
+from ntkcheck.plugin.sweep import sweep_units
+from ntkcheck.profiles import Profile
 
 if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
     pass
@@ -55,7 +55,7 @@ def sweep(request: pytest.FixtureRequest, widths: list[int], seeds: list[int]
     """The ``(width, seed)`` pairs this claim measures, narrowest width first.
 
     Every pair of ``widths`` x ``seeds``, or under ``--ntk-shard K/N`` this shard's share
-    (:func:`ntkcheck.sweep.sweep_units`). Loop over it: ``for width, seed in sweep: ...``.
+    (:func:`ntkcheck.plugin.sweep.sweep_units`). Loop over it: ``for width, seed in sweep: ...``.
     """
     claim = request.node.stash.get(_CLAIM, None)
     shard = request.config.stash[_SETTINGS].shard
@@ -65,7 +65,7 @@ def sweep(request: pytest.FixtureRequest, widths: list[int], seeds: list[int]
 @pytest.fixture(scope="session")
 def device(pytestconfig: pytest.Config):
     """The ``torch.device`` claims run on (``--ntk-device``; under xdist, one GPU per worker)."""
-    from ntkcheck.devices import resolve_device
+    from ntkcheck.plugin.devices import resolve_device
 
     worker = getattr(pytestconfig, "workerinput", {}).get("workerid")
     option = pytestconfig.stash[_SETTINGS].device

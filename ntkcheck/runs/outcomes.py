@@ -133,7 +133,7 @@ def arch_settings(records: pd.DataFrame) -> dict[tuple[str, str], str]:
     """The setting of each (claim, architecture) of ``records``.
 
     ``"practical"`` or ``"theory"``: a practical test's records carry their own architecture
-    id (``<arch_id>-practical``, :class:`ntkcheck.recorder.Recorder`), so every (claim,
+    id (``<arch_id>-practical``, :class:`ntkcheck.plugin.recorder.Recorder`), so every (claim,
     architecture) has one setting.
     """
     if not len(records):

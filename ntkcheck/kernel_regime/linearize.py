@@ -10,7 +10,7 @@ descent"), eq. 5::
 (``torch.func.jvp`` of ``torch.func.functional_call`` at ``theta_0`` with tangent
 ``theta - theta_0``), so the Jacobian is never held in memory: a forward pass costs about two
 passes of the network and its gradient about three. Its trainable parameters are ``theta``
-(initialized to ``theta_0``), so any optimizer and :func:`ntkcheck.train.train` train it
+(initialized to ``theta_0``), so any optimizer and :func:`ntkcheck.training.loops.train` train it
 exactly like the network. Its NTK is constant: ``J(x; theta_0) J(x'; theta_0)^T``, the
 network's empirical NTK at initialization.
 """

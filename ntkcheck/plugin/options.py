@@ -1,7 +1,8 @@
 """Options, resolved settings and the shared keys of the ntkcheck pytest plugin.
 
-The plugin's pieces (:mod:`ntkcheck.plugin`, :mod:`ntkcheck.fixtures`,
-:mod:`ntkcheck.recorder`, :mod:`ntkcheck.runwriter`, :mod:`ntkcheck.hypothesis_support`)
+The plugin's pieces (:mod:`ntkcheck.plugin.hooks`, :mod:`ntkcheck.plugin.fixtures`,
+:mod:`ntkcheck.plugin.recorder`, :mod:`ntkcheck.runs.writer`,
+:mod:`ntkcheck.plugin.hypothesis_support`)
 share the run's :class:`Settings` and per-item state through the pytest stash keys defined
 here, and records travel on test reports under :data:`RECORD_KEY`.
 """
@@ -16,12 +17,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ntkcheck.profiles import Profile, get_profile, parse_widths
-from ntkcheck.runtime import (
+from ntkcheck.plugin.runtime import (
     Deadline,
     PartFile,
 )
-from ntkcheck.sweep import Shard, parse_shard
+from ntkcheck.plugin.sweep import Shard, parse_shard
+from ntkcheck.profiles import Profile, get_profile, parse_widths
 
 if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
     pass

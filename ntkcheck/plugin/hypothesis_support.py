@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ntkcheck.options import (
+from ntkcheck.plugin.options import (
     _CLAIM,
     _SETTINGS,
     RECORD_KEY,

@@ -1,6 +1,6 @@
 """The run folder, written on the controlling process: records, tables, meta and report.
 
-See :mod:`ntkcheck.plugin` for how records reach it and what the folder holds.
+See :mod:`ntkcheck.plugin.hooks` for how records reach it and what the folder holds.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ntkcheck.options import (
+from ntkcheck.plugin.options import (
     _CRASH,
     _TIMEOUT,
     CLAIM_KEY,
@@ -27,7 +27,7 @@ from ntkcheck.options import (
     SHRUNK_KEY,
     Settings,
 )
-from ntkcheck.runtime import (
+from ntkcheck.plugin.runtime import (
     read_part_files,
 )
 from ntkcheck.status import NOT_MEASURED
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pyt
 
 
 def _resolved_device(option: str) -> str:
-    from ntkcheck.devices import resolve_device
+    from ntkcheck.plugin.devices import resolve_device
 
     try:
         return str(resolve_device(option, None))
@@ -117,8 +117,8 @@ class RunWriter:
             "shrunk_kind": None})
 
     def claims_out(self) -> dict[str, dict[str, Any]]:
-        """The claims as ``claims.json`` holds them (:mod:`ntkcheck.setting`)."""
-        from ntkcheck.setting import summarize_claim
+        """The claims as ``claims.json`` holds them (:mod:`ntkcheck.runs.outcomes`)."""
+        from ntkcheck.runs.outcomes import summarize_claim
 
         return {cid: summarize_claim({**c, "tests": list(c["tests"].values())})
                 for cid, c in self.claims.items()}
@@ -326,7 +326,7 @@ class RunWriter:
     def _summary_lines(self, per_arch: Any, records: Any, claims: dict[str, dict[str, Any]],
                        report: Path, schema_error: str | None) -> list[str]:
         """One line per (claim, architecture), practical ones tagged; errors; the headline."""
-        from ntkcheck.setting import arch_settings, claim_tests, headline
+        from ntkcheck.runs.outcomes import arch_settings, claim_tests, headline
 
         settings = arch_settings(records)
         lines = []

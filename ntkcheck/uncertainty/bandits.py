@@ -19,7 +19,8 @@ exploration", Algorithm 1). Arm ``a`` of context ``x`` is the disjoint encoding 
 with ``theta_t`` the minimizer of ``sum_i (f(x_i) - r_i)^2 / 2 + lambda / 2 ||theta - theta_0||^2``
 and ``g`` the gradient of ``f`` (NTK parametrization: Zhou et al.'s ``1/m`` factors are
 absorbed in the parameters). Here the network is centred (``f(., theta_0) = 0``,
-:class:`ntkcheck.uncertainty.CenteredNetwork`) and taken in its kernel regime, the setting of
+:class:`ntkcheck.uncertainty.laplace.CenteredNetwork`) and taken in its kernel regime, the setting
+of
 NeuralUCB's analysis (their Lemmas 5.1-5.3): ``f`` is its linearization at ``theta_0`` trained
 to convergence, so with the empirical NTK ``K = Theta_0`` of the width-``m`` network (Woodbury)::
 
@@ -387,7 +388,7 @@ def compare_exploration(
 
     """
     from ntkcheck.kernels import analytic_kernels, empirical_ntk
-    from ntkcheck.uncertainty import CenteredNetwork
+    from ntkcheck.uncertainty.laplace import CenteredNetwork
 
     contexts = bandit.arm_contexts().to(device)
     rewards = bandit.rewards()

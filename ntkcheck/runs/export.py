@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ntkcheck.claim import arch_verdict_schema, record_schema, width_verdict_schema
-from ntkcheck.runs import Run, RunError
+from ntkcheck.runs.store import Run, RunError
 
 __all__ = ["FORMATS", "ExportError", "check_format", "export_tables", "run_tables"]
 

@@ -17,7 +17,8 @@ overparameterized neural networks", NeurIPS), with ``u = vec f(theta, X)`` and t
 
 Under both, natural gradient descent with step ``eta <= (1 - 2C) / (1 + C)^2`` contracts the
 squared residual by at least ``1 - eta`` per step (their Theorem 1; see
-:mod:`ntkcheck.secondorder`). Gradient descent's rate instead depends on ``lambda_0`` itself
+:mod:`ntkcheck.optim.natural_gradient`). Gradient descent's rate instead depends on ``lambda_0``
+itself
 (Du et al. 2018, "Gradient descent provably optimizes over-parameterized neural networks",
 Theorem 4.1).
 

@@ -1,6 +1,6 @@
 """Closed-form kernel-regime predictions: MSE gradient flow, kernel regression, the NTK-GP.
 
-Conventions (the same as :mod:`ntkcheck.train`): the loss is ``L = 1/(2N) sum_i ||f(x_i) -
+Conventions (the same as :mod:`ntkcheck.training.loops`): the loss is ``L = 1/(2N) sum_i ||f(x_i) -
 y_i||^2`` over ``N`` training points and ``t = steps * lr`` is continuous time, so a network
 in the kernel regime follows ``df/dt = -(1/N) Theta(X, X) (f(X) - Y)``. Lee et al. 2019
 ("Wide neural networks of any depth evolve as linear models under gradient descent") write
