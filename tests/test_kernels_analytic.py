@@ -231,3 +231,83 @@ def test_unsupported_specs_are_refused(images):
         analytic_kernels(ArchSpec(parametrization="mup"), images)
     with pytest.raises(ValueError, match="width"):
         analytic_kernels(ArchSpec(parametrization="standard"), images)
+
+
+def _erf_reference(x: torch.Tensor, depth: int, sw: float, sb: float):
+    """The erf NNGP/NTK recursion in 60-digit arithmetic (mpmath), textbook formulas."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(60):
+        xs = [[mpmath.mpf(float(v)) for v in row] for row in x.tolist()]
+        n, d = len(xs), len(xs[0])
+        sw2, sb2 = mpmath.mpf(sw) ** 2, mpmath.mpf(sb) ** 2
+        s = [[sw2 * mpmath.fsum(a * b for a, b in zip(xs[i], xs[j], strict=True)) / d + sb2
+              for j in range(n)] for i in range(n)]
+        t = [row[:] for row in s]
+        for _ in range(depth):
+            s_next = [[None] * n for _ in range(n)]
+            for i in range(n):
+                for j in range(n):
+                    q1, q2, c = s[i][i], s[j][j], s[i][j]
+                    det = (1 + 2 * q1) * (1 + 2 * q2)
+                    k = 2 / mpmath.pi * mpmath.asin(2 * c / mpmath.sqrt(det))
+                    kdot = 4 / mpmath.pi / mpmath.sqrt(det - 4 * c * c)
+                    s_next[i][j] = sw2 * k + sb2
+                    t[i][j] = s_next[i][j] + sw2 * kdot * t[i][j]
+            s = s_next
+        def as_tensor(m):
+            return torch.tensor([[float(v) for v in r] for r in m], dtype=torch.float64)
+        return as_tensor(s), as_tensor(t)
+
+
+@pytest.mark.parametrize("weight_std", [1e3, 1e5, 1e8])
+def test_erf_dual_keeps_float64_digits_at_large_weight_std(weight_std):
+    # The textbook (1 + 2q)(1 + 2q') - 4c^2 cancels to eps * q relative on the diagonal: 1e-6
+    # off at weight_std 1e5, and 0 or negative at 1e8 (an OverflowError naming the variance).
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    x = torch.cat([x, x[:1]])  # an identical pair too
+    k = mlp_kernels(x, depth=2, dual=get_dual("erf"), weight_std=weight_std, bias_std=0.5)
+    nngp, ntk = _erf_reference(x, 2, weight_std, 0.5)
+    torch.testing.assert_close(k.nngp, nngp, rtol=1e-13, atol=0)
+    torch.testing.assert_close(k.ntk, ntk, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "relu", "abs", "erf"])
+def test_zero_input_without_bias_variance_follows_the_network(activation):
+    # An all-zero input with bias_std = 0 has pre-activations exactly 0 in every network, so
+    # the kernel follows phi'(0) as torch computes it (relu'(0) = 0, leaky_relu'(0) = slope);
+    # under the standard parametrization the bias gradients keep the NTK non-zero there.
+    spec = ArchSpec(depth=4, activation=activation, parametrization="standard", bias=True,
+                    bias_std=0.0, width=512)
+    x = torch.zeros(2, 5, dtype=torch.float64)
+    x[1] = torch.randn(5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = analytic_kernels(spec, x).ntk
+    mean, stderr = monte_carlo_ntk(spec, x, width=512, n_samples=8, seed=0)
+    zero_rows = torch.tensor([[True, True], [True, False]])  # pairs that involve the zero input
+    gap = (mean - expected).abs()[zero_rows]
+    assert bool((gap <= 4 * stderr[zero_rows] + 1e-9 * expected[zero_rows].abs()).all()), (
+        expected, mean, stderr)
+
+
+def test_quadrature_dual_under_autograd_keeps_only_its_inputs():
+    # A depth-3 tanh NTK with input gradients kept every quadrature chunk's (pairs, n, n)
+    # intermediates for backward (20+ GB on 40 inputs); checkpointed chunks keep their inputs.
+    # Count what autograd saves outside the checkpoints: it must not grow with the nodes.
+    x = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x.requires_grad_()
+    saved = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        k = analytic_kernels(ArchSpec(depth=3, activation="tanh", bias_std=0.5), x).ntk
+    (grad,) = torch.autograd.grad(k.sum(), x)
+    assert bool(torch.isfinite(grad).all())
+    pairs = x.shape[0] ** 2
+    assert max(saved) <= 4 * pairs  # no (pairs, nodes, nodes) tensor: 128 nodes at least
+    with torch.no_grad():  # and the values are those of the un-checkpointed evaluation
+        torch.testing.assert_close(k.detach(), analytic_kernels(
+            ArchSpec(depth=3, activation="tanh", bias_std=0.5), x.detach()).ntk, rtol=1e-13,
+            atol=0)

@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.special
 import torch
+import torch.utils.checkpoint
 
 Dual = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -43,7 +44,7 @@ def _safe_atan2(y: torch.Tensor, x: torch.Tensor, fill: float) -> torch.Tensor:
     return torch.where(zero, torch.full_like(val, fill), val)
 
 
-def piecewise_linear(a: float, b: float) -> Dual:
+def piecewise_linear(a: float, b: float, *, d0: float | None = None) -> Dual:
     """Dual of ``phi(x) = a * min(x, 0) + b * max(x, 0)``.
 
     Covers ReLU (``a=0, b=1``), LeakyReLU(alpha) (``a=alpha, b=1``), abs (``a=-1, b=1``) and the
@@ -55,15 +56,26 @@ def piecewise_linear(a: float, b: float) -> Dual:
 
     Source: the arc-cosine kernels of degree 0 and 1 (Cho & Saul 2009, eq. 6, with
     ``J_0 = pi - theta`` and ``J_1 = sin theta + (pi - theta) cos theta``), written for
-    ``phi = (a+b)/2 x + (b-a)/2 |x|`` as in neural-tangents ``stax.ABRelu``. Where ``q1 q2 = 0``
-    the angle is taken as 0 (neural-tangents uses ``pi / 2``); ``E[phi phi] = 0`` there either
-    way, and in the kernel recursions ``E[phi' phi']`` then multiplies a zero kernel (a
-    variance is 0 only where everything feeding the unit is 0 and there are no biases, which
-    makes the kernel it multiplies 0 too), so the kernels do not depend on it.
+    ``phi = (a+b)/2 x + (b-a)/2 |x|`` as in neural-tangents ``stax.ABRelu``.
+
+    Degenerate Gaussians: a zero variance (an all-zero input without bias variance) makes
+    the pre-activation exactly 0 in every network, so the expectations follow the network's
+    derivative at 0, ``d0 = phi'(0)`` as autograd computes it (torch: ``relu'(0) = 0``,
+    ``leaky_relu'(0) = alpha``, ``abs'(0) = 0``, identity 1)::
+
+        q1 = 0, q2 > 0:  E[phi' phi'] = d0 (a + b) / 2     (phi'(v) averages (a + b) / 2)
+        q1 = q2 = 0:     E[phi' phi'] = d0**2
+
+    and ``E[phi phi] = 0``. This matters where a zero pre-activation variance meets a
+    non-zero NTK, e.g. the bias gradients of the standard parametrization
+    (``Theta^1 = x.x' + 1``); ``tests/test_kernels_analytic.py`` checks it against the mean
+    empirical NTK of wide networks.
 
     Args:
         a: Slope for negative inputs.
         b: Slope for positive inputs.
+        d0: ``phi'(0)``; default ``a`` (the derivative autograd gives at 0 for
+            ``where(x > 0, b x, a x)``, as torch's ReLU, LeakyReLU and the identity).
 
     Returns:
         The dual function; its attribute ``inplace(q1, q2, c, k, kdot)`` computes the same
@@ -72,21 +84,30 @@ def piecewise_linear(a: float, b: float) -> Dual:
     """
     factor = (b - a) ** 2 / (2 * math.pi)
     mean_sq = (a * a + b * b) / 2
+    d0 = float(a if d0 is None else d0)
+    one_zero, both_zero = d0 * (a + b) / 2, d0 * d0
+
+    def degenerate(q1: torch.Tensor, q2: torch.Tensor, kdot: torch.Tensor) -> torch.Tensor:
+        z1, z2 = q1 == 0, q2 == 0
+        if not (bool(z1.any()) or bool(z2.any())):
+            return kdot
+        kdot = torch.where(z1 | z2, torch.full_like(kdot, one_zero), kdot)
+        return torch.where(z1 & z2, torch.full_like(kdot, both_zero), kdot)
 
     def dual(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor):
         if _needs_grad(q1, q2, c):
             s = _safe_sqrt(q1 * q2 - c * c)
             theta = _safe_atan2(s, c, 0.0)
-            kdot = mean_sq - factor * theta
+            kdot = degenerate(q1, q2, mean_sq - factor * theta)
             return factor * s + kdot * c, kdot
         # Same values without the autograd guards (torch.atan2(0, 0) = 0), with fewer
         # temporaries: this is memory-bound on large Grams.
         s = (q1 * q2).sub_(c * c).clamp_min_(0).sqrt_()
-        kdot = torch.atan2(s, c).mul_(-factor).add_(mean_sq)
+        kdot = degenerate(q1, q2, torch.atan2(s, c).mul_(-factor).add_(mean_sq))
         return torch.addcmul(s.mul_(factor), kdot, c), kdot
 
     def inplace(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor, k: torch.Tensor,
-                kdot: torch.Tensor) -> None:
+                kdot: torch.Tensor, zero2: bool | None = None) -> None:
         """The no-autograd branch of the dual, written into preallocated tensors.
 
         Same operations in the same order as the dual's no-autograd branch, without
@@ -99,11 +120,17 @@ def piecewise_linear(a: float, b: float) -> Dual:
             c: ``(B, N2)`` covariance; read only.
             k: ``(B, N2)`` output, ``E[phi(u) phi(v)]``.
             kdot: ``(B, N2)`` output, ``E[phi'(u) phi'(v)]``.
+            zero2: Whether any entry of ``q2`` is 0 (``None``: look), to skip the
+                degenerate-variance case cheaply on repeated calls with one ``q2``.
 
         """
         torch.mul(c, c, out=kdot)
         torch.mul(q1, q2, out=k).sub_(kdot).clamp_min_(0).sqrt_()
         torch.atan2(k, c, out=kdot).mul_(-factor).add_(mean_sq)
+        z1 = q1 == 0
+        if bool(z1.any()) or (bool((q2 == 0).any()) if zero2 is None else zero2):
+            z2 = q2 == 0
+            kdot.masked_fill_(z1 | z2, one_zero).masked_fill_(z1 & z2, both_zero)
         k.mul_(factor).addcmul_(kdot, c)
 
     dual.inplace = inplace
@@ -116,12 +143,21 @@ def erf_dual(q1: torch.Tensor, q2: torch.Tensor, c: torch.Tensor):
     ``E[erf(u) erf(v)] = (2/pi) arcsin(2c / sqrt((1 + 2 q1)(1 + 2 q2)))`` (Williams 1997,
     "Computing with infinite networks", eq. 11 with ``Sigma = 2 I`` folded in), and, since
     ``erf'(x) = 2/sqrt(pi) exp(-x**2)``, ``E[erf'(u) erf'(v)] = (4/pi) det(I + 2 K)^(-1/2)
-    = (4/pi) / sqrt((1 + 2 q1)(1 + 2 q2) - 4 c**2)`` (a Gaussian integral). The arcsine argument
-    is clamped to ``[-1, 1]``; it can only reach the ends by rounding.
+    = (4/pi) / sqrt((1 + 2 q1)(1 + 2 q2) - 4 c**2)`` (a Gaussian integral).
+
+    Both are evaluated from ``D = det(I + 2 K) = 1 + 2 (q1 + q2) + 4 (q1 q2 - c**2)`` with
+    ``q1 q2 - c**2 = det K >= 0`` clamped at 0: ``E[erf erf] = (2/pi) atan2(2c, sqrt(D))``
+    (``sin = 2c / sqrt((1 + 2 q1)(1 + 2 q2))``, ``cos = sqrt(D / ((1 + 2 q1)(1 + 2 q2)))``) and
+    ``E[erf' erf'] = (4/pi) / sqrt(D)``. The textbook form subtracts ``4 c**2`` from
+    ``(1 + 2 q1)(1 + 2 q2)``, which cancels to about ``eps * q`` relative on the diagonal
+    (``c = q1 = q2``) and gives 0 or a negative number once ``q`` passes ``1 / eps``
+    (``weight_std`` about ``1e8``); the arcsine near 1 loses half the digits likewise. Here
+    ``D >= 1``, so both are finite for every finite variance, and the diagonal's ``det K``
+    is exactly 0.
     """
-    d = (1 + 2 * q1) * (1 + 2 * q2)
-    rho = torch.clamp(2 * c / torch.sqrt(d), -1.0, 1.0)
-    return (2 / math.pi) * torch.asin(rho), (4 / math.pi) / torch.sqrt(d - 4 * c * c)
+    det_k = (q1 * q2 - c * c).clamp_min(0)
+    root = torch.sqrt(1 + 2 * (q1 + q2) + 4 * det_k)
+    return (2 / math.pi) * torch.atan2(2 * c, root), (4 / math.pi) / root
 
 
 @lru_cache(maxsize=16)
@@ -148,6 +184,30 @@ def _correlation(q1, q2, c):
     return s1, s2, rho, _safe_sqrt(1 - rho * rho)
 
 
+def _chunked(chunk: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+             args: tuple[torch.Tensor, ...], step: int, shape: torch.Size
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply a quadrature ``chunk`` to ``step`` pairs at a time and reassemble ``shape``.
+
+    Under autograd each chunk runs inside ``torch.utils.checkpoint.checkpoint`` (non-reentrant):
+    backward keeps only the chunk's inputs (a few ``(pairs,)`` vectors) and recomputes its
+    ``(pairs, nodes...)`` intermediates when it reaches them, so the memory of a
+    differentiated quadrature dual stays that of one chunk (``chunk_elems`` values, times the
+    few tensors of one evaluation) instead of growing with the number of pairs.
+    """
+    grad = _needs_grad(*args)
+    ks, kds = [], []
+    for start in range(0, args[0].numel(), step):
+        part = tuple(t[start:start + step] for t in args)
+        if grad:
+            k, kd = torch.utils.checkpoint.checkpoint(chunk, *part, use_reentrant=False)
+        else:
+            k, kd = chunk(*part)
+        ks.append(k)
+        kds.append(kd)
+    return torch.cat(ks).reshape(shape), torch.cat(kds).reshape(shape)
+
+
 def quadrature(
     phi: Callable[[torch.Tensor], torch.Tensor],
     dphi: Callable[[torch.Tensor], torch.Tensor],
@@ -172,7 +232,8 @@ def quadrature(
         dphi: Its derivative.
         per_unit_variance: Nodes per dimension per unit of the largest variance.
         max_nodes: Cap on the nodes per dimension.
-        chunk_elems: Bound on ``(#pairs) * n**2`` evaluated at once (memory).
+        chunk_elems: Bound on ``(#pairs) * n**2`` evaluated at once (memory; under autograd
+            the chunks are checkpointed, so this also bounds what backward keeps).
 
     Returns:
         The dual function.
@@ -189,15 +250,14 @@ def quadrature(
         w2 = w[:, None] * w[None, :]
         n = z.numel()
         step = max(1, chunk_elems // (n * n))
-        ks, kds = [], []
-        for start in range(0, s1.numel(), step):
-            sl = slice(start, start + step)
-            u = s1[sl, None, None] * z[None, :, None]
-            v = s2[sl, None, None] * (rho[sl, None, None] * z[None, :, None]
-                                      + rho_perp[sl, None, None] * z[None, None, :])
-            ks.append((phi(u) * phi(v) * w2).sum((1, 2)))
-            kds.append((dphi(u) * dphi(v) * w2).sum((1, 2)))
-        return torch.cat(ks).reshape(shape), torch.cat(kds).reshape(shape)
+
+        def chunk(s1, s2, rho, rho_perp):
+            u = s1[:, None, None] * z[None, :, None]
+            v = s2[:, None, None] * (rho[:, None, None] * z[None, :, None]
+                                     + rho_perp[:, None, None] * z[None, None, :])
+            return (phi(u) * phi(v) * w2).sum((1, 2)), (dphi(u) * dphi(v) * w2).sum((1, 2))
+
+        return _chunked(chunk, (s1, s2, rho, rho_perp), step, shape)
 
     return dual
 
@@ -247,7 +307,8 @@ def gelu_dual(
         c: Covariance.
         per_unit_variance: Nodes per unit of the largest variance.
         max_nodes: Cap on the number of nodes.
-        chunk_elems: Bound on ``(#pairs) * nodes`` evaluated at once.
+        chunk_elems: Bound on ``(#pairs) * nodes`` evaluated at once (checkpointed under
+            autograd, as for :func:`quadrature`).
 
     Returns:
         ``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])``, broadcast shape, float64.
@@ -260,19 +321,18 @@ def gelu_dual(
     z = torch.as_tensor(nodes_np, dtype=c.dtype, device=c.device)
     w = torch.as_tensor(weights_np, dtype=c.dtype, device=c.device)
     step = max(1, chunk_elems // z.numel())
-    ks, kds = [], []
-    for start in range(0, s1.numel(), step):
-        sl = slice(start, start + step)
-        u = s1[sl, None] * z[None, :]
-        a = (s2 * rho)[sl, None] * z[None, :]
-        b = (s2 * rho_perp)[sl, None]
+
+    def chunk(s1, s2rho, s2perp):
+        u = s1[:, None] * z[None, :]
+        a = s2rho[:, None] * z[None, :]
+        b = s2perp[:, None]
         r = torch.sqrt(1 + b * b)
         t = a / r
         inner = a * _norm_cdf(t) + b * b * _norm_pdf(t) / r
         dinner = _norm_cdf(t) + a * _norm_pdf(t) / r**3
-        ks.append((_gelu(u) * inner * w).sum(1))
-        kds.append((_dgelu(u) * dinner * w).sum(1))
-    return torch.cat(ks).reshape(shape), torch.cat(kds).reshape(shape)
+        return (_gelu(u) * inner * w).sum(1), (_dgelu(u) * dinner * w).sum(1)
+
+    return _chunked(chunk, (s1, s2 * rho, s2 * rho_perp), step, shape)
 
 
 def _dtanh(x: torch.Tensor) -> torch.Tensor:
@@ -302,7 +362,7 @@ def get_dual(name: str, *, slope: float | None = None) -> Dual:
             raise ValueError("leaky_relu needs its negative slope")
         return piecewise_linear(float(slope), 1.0)
     if name == "abs":
-        return piecewise_linear(-1.0, 1.0)
+        return piecewise_linear(-1.0, 1.0, d0=0.0)  # torch: abs'(0) = sgn(0) = 0
     if name == "identity":
         return piecewise_linear(1.0, 1.0)
     if name == "erf":
