@@ -19,11 +19,15 @@ both bandits with the same network; the metric is the larger of the two regret r
 import pytest
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.data import load_dataset
-from ntkcheck.kernels import analytic_kernels
-from ntkcheck.uncertainty.bandits import ClassificationBandit, compare_exploration, rkhs_norm_bound
+from ntkcheck import (
+    ArchSpec,
+    ClassificationBandit,
+    analytic_kernels,
+    compare_exploration,
+    load_dataset,
+    rkhs_norm_bound,
+    strategies,
+)
 
 #: Classification data sets turned into bandits.
 BANDIT_DATA = ("wine", "breast_cancer")
@@ -41,21 +45,21 @@ BANDIT_DATA = ("wine", "breast_cancer")
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, activations=("relu", "erf"),
                             biases=(True,)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
-def test_bandit_theory_exploration(spec, sweep, device, measure, ntk_profile):
+def test_bandit_theory_exploration(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
     bandits = []
     for name in BANDIT_DATA:
-        data = load_dataset(name, device=device)
+        data = load_dataset(name, device=ntk_device)
         bandit = ClassificationBandit.from_dataset(
             data, min(4 * ntk_profile.n_inputs, len(data)), seed=0)
         contexts = bandit.arm_contexts()
         bandits.append((bandit, rkhs_norm_bound(analytic_kernels(spec, contexts).ntk,
                                                 bandit.rewards())))
-    for width, seed in sweep:
-        with measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
+    for width, seed in ntk_sweep:
+        with ntk_measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
             extra, ratios = {}, []
             for bandit, norm_bound in bandits:
                 c = compare_exploration(spec, bandit, width=width, seed=init_seed,
-                                        norm_bound=norm_bound, device=device)
+                                        norm_bound=norm_bound, device=ntk_device)
                 ratios.append(c.regret_ratio)
                 name = bandit.name
                 extra.update({f"{name}_regret_theory": c.theory.regret,
@@ -63,4 +67,4 @@ def test_bandit_theory_exploration(spec, sweep, device, measure, ntk_profile):
                               f"{name}_gamma_theory": float(c.theory.gammas[-1]),
                               f"{name}_gamma_evidence": float(c.evidence.gammas[-1]),
                               f"{name}_norm_bound": norm_bound, f"{name}_rounds": bandit.rounds})
-            measure(spec, width=width, seed=seed, value=max(ratios), **extra)
+            ntk_measure(spec, width=width, seed=seed, value=max(ratios), **extra)

@@ -59,23 +59,23 @@ import torch
 from hypothesis import example, given
 from threadpoolctl import threadpool_limits
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.continual import (
+from ntkcheck import (
+    ArchSpec,
     Budget,
     average_forgetting,
     drift_norms,
+    empirical_ntk,
     forgetting_bound,
+    linearize,
+    load_dataset,
     output_forgetting,
     permuted_tasks,
     predict_sequential_gd,
     principal_angles,
+    strategies,
     task_ntk,
     train_sequentially,
 )
-from ntkcheck.data import load_dataset
-from ntkcheck.kernel_regime.linearize import linearize
-from ntkcheck.kernels import empirical_ntk
 
 N_TASKS = 3
 MAX_WIDTH = 2048  # smoke and quick; the paper profile is not capped
@@ -156,8 +156,9 @@ def _forgetting_sweep(spec, budget, sweep, device, measure, profile) -> None:
 )
 @given(spec=WIDTH_SPECS)
 @example(spec=PAPER_MLP)
-def test_forgetting_decreases_with_width_short(spec, sweep, device, measure, ntk_profile):
-    _forgetting_sweep(spec, SHORT, sweep, device, measure, ntk_profile)
+def test_forgetting_decreases_with_width_short(spec, ntk_sweep, ntk_device, ntk_measure,
+                                               ntk_profile):
+    _forgetting_sweep(spec, SHORT, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(
@@ -173,8 +174,9 @@ def test_forgetting_decreases_with_width_short(spec, sweep, device, measure, ntk
 )
 @given(spec=WIDTH_SPECS)
 @example(spec=PAPER_MLP)
-def test_forgetting_decreases_with_width_converged(spec, sweep, device, measure, ntk_profile):
-    _forgetting_sweep(spec, CONVERGED, sweep, device, measure, ntk_profile)
+def test_forgetting_decreases_with_width_converged(spec, ntk_sweep, ntk_device, ntk_measure,
+                                                   ntk_profile):
+    _forgetting_sweep(spec, CONVERGED, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 def _drifts(outputs) -> np.ndarray:
@@ -233,11 +235,11 @@ def _kernel_experiment(spec: ArchSpec, width: int, seed: int, device: str, n: in
 )
 @given(spec=KERNEL_SPECS)
 @example(spec=ArchSpec(depth=1, activation="relu"))
-def test_forgetting_ntk_overlap(spec, sweep, device, measure, ntk_profile):
+def test_forgetting_ntk_overlap(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
     n = _sizes(ntk_profile)[2]
-    for width, seed in _units(sweep, ntk_profile):
-        out = _kernel_experiment(spec, width, seed, str(device), n)
-        measure(spec, width=width, seed=seed, value=out["drift_error"],
+    for width, seed in _units(ntk_sweep, ntk_profile):
+        out = _kernel_experiment(spec, width, seed, str(ntk_device), n)
+        ntk_measure(spec, width=width, seed=seed, value=out["drift_error"],
                 **{k: v for k, v in out.items() if k != "drift_error"})
 
 
@@ -252,9 +254,9 @@ def test_forgetting_ntk_overlap(spec, sweep, device, measure, ntk_profile):
 )
 @given(spec=KERNEL_SPECS)
 @example(spec=ArchSpec(depth=1, activation="relu"))
-def test_forgetting_bounded(spec, sweep, device, measure, ntk_profile):
+def test_forgetting_bounded(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
     n = _sizes(ntk_profile)[2]
-    for width, seed in _units(sweep, ntk_profile):
-        out = _kernel_experiment(spec, width, seed, str(device), n)
-        measure(spec, width=width, seed=seed, value=out["bound_ratio"],
+    for width, seed in _units(ntk_sweep, ntk_profile):
+        out = _kernel_experiment(spec, width, seed, str(ntk_device), n)
+        ntk_measure(spec, width=width, seed=seed, value=out["bound_ratio"],
                 **{k: v for k, v in out.items() if k != "bound_ratio"})

@@ -39,10 +39,15 @@ import pytest
 import torch
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec, param_groups
-from ntkcheck.kernel_regime.features import hidden_features, linear_cka, lr_weighted_ntk
-from ntkcheck.training.loops import train
+from ntkcheck import (
+    ArchSpec,
+    hidden_features,
+    linear_cka,
+    lr_weighted_ntk,
+    param_groups,
+    strategies,
+    train,
+)
 
 #: Fixed training loss (1/(2N) convention) both parametrizations train to.
 TARGET_LOSS = 0.05
@@ -90,13 +95,14 @@ LAZY_FEATURES = dict(
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, parametrizations=("ntk",)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=1, activation="erf"))
-def test_feature_learning(spec, sweep, device, measure, digits, ntk_profile):
-    feature_change(spec, sweep, device, measure, digits, ntk_profile)
+def test_feature_learning(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    feature_change(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**LAZY_FEATURES)
-def test_feature_learning_cnn(sweep, device, measure, digits, ntk_profile):
-    feature_change(CNN, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs),
+def test_feature_learning_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    feature_change(CNN, ntk_sweep, ntk_device, ntk_measure,
+                   ntk_digits.head(ntk_profile.n_cnn_inputs),
                    ntk_profile)
 
 
@@ -114,11 +120,12 @@ FEATURES_MUP = dict(
 @pytest.mark.claim(**FEATURES_MUP)
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, parametrizations=("mup",)))
 @example(spec=ArchSpec(depth=1, activation="relu", parametrization="mup"))
-def test_feature_learning_mup(spec, sweep, device, measure, digits, ntk_profile):
-    feature_change(spec, sweep, device, measure, digits, ntk_profile)
+def test_feature_learning_mup(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    feature_change(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**FEATURES_MUP)
-def test_feature_learning_mup_cnn(sweep, device, measure, digits, ntk_profile):
-    feature_change(CNN_MUP, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs),
+def test_feature_learning_mup_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    feature_change(CNN_MUP, ntk_sweep, ntk_device, ntk_measure,
+                   ntk_digits.head(ntk_profile.n_cnn_inputs),
                    ntk_profile)

@@ -45,11 +45,15 @@ import pytest
 import torch
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.kernel_regime.features import lr_weighted_ntk
-from ntkcheck.kernels import analytic_kernels, empirical_ntk
-from ntkcheck.training.loops import kernel_lr, train
+from ntkcheck import (
+    ArchSpec,
+    analytic_kernels,
+    empirical_ntk,
+    kernel_lr,
+    lr_weighted_ntk,
+    strategies,
+    train,
+)
 
 #: Bisection steps for the largest stable learning rate, on [0.5, 1.5] x 2N / lambda_max
 #: (resolution 1e-3).
@@ -102,19 +106,21 @@ RATE = dict(
 @pytest.mark.claim(**RATE)
 @given(spec=SMOOTH)
 @example(spec=ArchSpec(depth=1, activation="erf"))
-def test_gd_rate(spec, sweep, device, measure, digits, ntk_profile):
-    gd_rate_error(spec, sweep, device, measure, digits, ntk_profile)
+def test_gd_rate(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    gd_rate_error(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**RATE, setting="practical")
-def test_gd_rate_practical(sweep, device, measure, digits, ntk_profile):
-    gd_rate_error(ArchSpec(depth=1, activation="relu"), sweep, device, measure, digits,
+def test_gd_rate_practical(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    gd_rate_error(ArchSpec(depth=1, activation="relu"), ntk_sweep, ntk_device, ntk_measure,
+                  ntk_digits,
                   ntk_profile)
 
 
 @pytest.mark.claim(**RATE)
-def test_gd_rate_cnn(sweep, device, measure, digits, ntk_profile):
-    gd_rate_error(CNN_ERF, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs),
+def test_gd_rate_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    gd_rate_error(CNN_ERF, ntk_sweep, ntk_device, ntk_measure,
+                  ntk_digits.head(ntk_profile.n_cnn_inputs),
                   ntk_profile)
 
 
@@ -168,11 +174,12 @@ STABLE_LR = dict(
 @given(spec=SMOOTH)
 @example(spec=ArchSpec(depth=1, activation="erf"))
 @example(spec=ArchSpec(depth=1, activation="relu"))
-def test_gd_stable_lr(spec, sweep, device, measure, digits):
-    stable_lr_error(spec, sweep, device, measure, digits)
+def test_gd_stable_lr(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits):
+    stable_lr_error(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits)
 
 
 @pytest.mark.claim(**STABLE_LR)
 @pytest.mark.parametrize("spec", (CNN_ERF, CNN_RELU), ids=lambda s: s.activation)
-def test_gd_stable_lr_cnn(spec, sweep, device, measure, digits, ntk_profile):
-    stable_lr_error(spec, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs))
+def test_gd_stable_lr_cnn(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    stable_lr_error(spec, ntk_sweep, ntk_device, ntk_measure,
+                    ntk_digits.head(ntk_profile.n_cnn_inputs))

@@ -43,13 +43,17 @@ import pytest
 import torch
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.data import load_dataset
-from ntkcheck.kernel_regime.predict import gradient_flow
-from ntkcheck.kernels import analytic_kernels, empirical_ntk
-from ntkcheck.optim.jacobian import ntk_gram
-from ntkcheck.training.loops import kernel_lr, train
+from ntkcheck import (
+    ArchSpec,
+    analytic_kernels,
+    empirical_ntk,
+    gradient_flow,
+    kernel_lr,
+    load_dataset,
+    ntk_gram,
+    strategies,
+    train,
+)
 
 DATASETS = ("sine1d", "diabetes")
 #: Held-out inputs per data set.
@@ -137,13 +141,14 @@ def kernel_regression_error(spec, sweep, device, measure, ntk_profile, reference
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, parametrizations=("ntk",)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=1, activation="erf"))
-def test_kernel_regression(spec, sweep, device, measure, ntk_profile):
-    kernel_regression_error(spec, sweep, device, measure, ntk_profile)
+def test_kernel_regression(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    kernel_regression_error(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**CLAIM, setting="practical")
-def test_kernel_regression_practical(sweep, device, measure, ntk_profile):
-    kernel_regression_error(PRACTICAL, sweep, device, measure, ntk_profile, optimizer="sgd",
+def test_kernel_regression_practical(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    kernel_regression_error(PRACTICAL, ntk_sweep, ntk_device, ntk_measure, ntk_profile,
+                            optimizer="sgd",
                             batch_size=BATCH)
 
 
@@ -202,5 +207,5 @@ def kernel_regression_error_cnn(spec, sweep, device, measure, ntk_profile, refer
 
 @pytest.mark.claim(**CLAIM)
 @pytest.mark.parametrize("spec", CNNS, ids=lambda s: s.activation)
-def test_kernel_regression_cnn(spec, sweep, device, measure, ntk_profile):
-    kernel_regression_error_cnn(spec, sweep, device, measure, ntk_profile)
+def test_kernel_regression_cnn(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    kernel_regression_error_cnn(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)

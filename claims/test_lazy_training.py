@@ -52,12 +52,15 @@ import pytest
 import torch
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.kernel_regime.features import lr_weighted_ntk
-from ntkcheck.kernels import empirical_ntk
-from ntkcheck.metrics import relative_change
-from ntkcheck.training.loops import kernel_lr, train
+from ntkcheck import (
+    ArchSpec,
+    empirical_ntk,
+    kernel_lr,
+    lr_weighted_ntk,
+    relative_change,
+    strategies,
+    train,
+)
 
 #: Fixed training loss (1/(2N) convention) the weights claim trains to: a tenth of the loss
 #: 0.5 of predicting 0 for the standardized targets.
@@ -110,7 +113,7 @@ def lazy_weights(spec, sweep, device, measure, data, ntk_profile, optimizer="gd"
 def _kernel(net, spec, x):
     """The NTK gradient descent follows: muP weights it by the per-layer learning rates."""
     if spec.parametrization == "mup":
-        from ntkcheck.arch import param_groups
+        from ntkcheck import param_groups
 
         return lr_weighted_ntk(net, x, param_groups(net, 1.0), 1.0)
     return empirical_ntk(net, x)
@@ -144,18 +147,19 @@ LAZY_WEIGHTS = dict(
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, parametrizations=("ntk",)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=1, activation="erf"))
-def test_lazy_weights(spec, sweep, device, measure, digits, ntk_profile):
-    lazy_weights(spec, sweep, device, measure, digits, ntk_profile)
+def test_lazy_weights(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    lazy_weights(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**LAZY_WEIGHTS, setting="practical")
-def test_lazy_weights_practical(sweep, device, measure, digits, ntk_profile):
-    lazy_weights(PRACTICAL, sweep, device, measure, digits, ntk_profile, optimizer="adam")
+def test_lazy_weights_practical(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    lazy_weights(PRACTICAL, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile,
+                 optimizer="adam")
 
 
 @pytest.mark.claim(**LAZY_WEIGHTS)
-def test_lazy_weights_cnn(sweep, device, measure, digits, ntk_profile):
-    lazy_weights(CNN, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs),
+def test_lazy_weights_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    lazy_weights(CNN, ntk_sweep, ntk_device, ntk_measure, ntk_digits.head(ntk_profile.n_cnn_inputs),
                  ntk_profile)
 
 
@@ -173,13 +177,13 @@ LAZY_KERNEL = dict(
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, parametrizations=("ntk",)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=1, activation="erf"))
-def test_lazy_kernel(spec, sweep, device, measure, digits, ntk_profile):
-    lazy_kernel(spec, sweep, device, measure, digits, ntk_profile)
+def test_lazy_kernel(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    lazy_kernel(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**LAZY_KERNEL)
-def test_lazy_kernel_cnn(sweep, device, measure, digits, ntk_profile):
-    lazy_kernel(CNN, sweep, device, measure, digits.head(ntk_profile.n_cnn_inputs),
+def test_lazy_kernel_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    lazy_kernel(CNN, ntk_sweep, ntk_device, ntk_measure, ntk_digits.head(ntk_profile.n_cnn_inputs),
                 ntk_profile)
 
 
@@ -188,7 +192,9 @@ def test_lazy_kernel_cnn(sweep, device, measure, digits, ntk_profile):
     (PRACTICAL, "adam"),
     (ArchSpec(depth=1, activation="relu", parametrization="mup"), "gd"),
 ], ids=["standard-adam", "mup-gd"])
-def test_lazy_kernel_practical(spec, optimizer, sweep, device, measure, digits, ntk_profile):
+def test_lazy_kernel_practical(spec, optimizer, ntk_sweep, ntk_device, ntk_measure, ntk_digits,
+                               ntk_profile):
     """The standard parametrization trained by Adam (plain NTK), and muP with its per-layer
     rates (the kernel is then the learning-rate-weighted NTK), where the NTK need not stay."""
-    lazy_kernel(spec, sweep, device, measure, digits, ntk_profile, optimizer=optimizer)
+    lazy_kernel(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile,
+                optimizer=optimizer)

@@ -34,11 +34,7 @@ import pytest
 import torch
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.data import load_dataset
-from ntkcheck.kernel_regime.linearize import linearize
-from ntkcheck.training.loops import kernel_lr, train
+from ntkcheck import ArchSpec, kernel_lr, linearize, load_dataset, strategies, train
 
 #: Held-out digits the deviation is measured on.
 N_TEST = 32
@@ -109,15 +105,16 @@ def linearized_deviation(spec, sweep, device, measure, ntk_profile, optimizer="g
                             biases=(True,)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=1, activation="erf"))
-def test_linearized_dynamics(spec, sweep, device, measure, ntk_profile):
-    linearized_deviation(spec, sweep, device, measure, ntk_profile)
+def test_linearized_dynamics(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    linearized_deviation(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**CLAIM, setting="practical")
-def test_linearized_dynamics_practical(sweep, device, measure, ntk_profile):
-    linearized_deviation(PRACTICAL, sweep, device, measure, ntk_profile, optimizer="adam")
+def test_linearized_dynamics_practical(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    linearized_deviation(PRACTICAL, ntk_sweep, ntk_device, ntk_measure, ntk_profile,
+                         optimizer="adam")
 
 
 @pytest.mark.claim(**CLAIM)
-def test_linearized_dynamics_cnn(sweep, device, measure, ntk_profile):
-    linearized_deviation(CNN, sweep, device, measure, ntk_profile)
+def test_linearized_dynamics_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    linearized_deviation(CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)

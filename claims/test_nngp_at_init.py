@@ -27,11 +27,7 @@ import pytest
 from hypothesis import example, given
 from scipy import stats
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.kernel_regime.features import readout_covariance
-from ntkcheck.kernels import analytic_kernels
-from ntkcheck.kernels.monte_carlo import init_seeds
+from ntkcheck import ArchSpec, analytic_kernels, init_seeds, readout_covariance, strategies
 
 #: Networks per (width, seed) unit.
 ENSEMBLE = 8
@@ -87,8 +83,8 @@ COVARIANCE = dict(
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=2, activation="erf"))
 @example(spec=ArchSpec(family="cnn", depth=1, activation="relu"))
-def test_nngp_covariance(spec, sweep, measure, digits):
-    covariance_error(spec, sweep, measure, digits)
+def test_nngp_covariance(spec, ntk_sweep, ntk_measure, ntk_digits):
+    covariance_error(spec, ntk_sweep, ntk_measure, ntk_digits)
 
 
 def covariance_error(spec, sweep, measure, digits, reference=None):
@@ -114,8 +110,8 @@ GAUSSIAN = dict(
 @example(spec=ArchSpec(depth=1, activation="relu"))
 @example(spec=ArchSpec(depth=2, activation="erf"))
 @example(spec=ArchSpec(family="cnn", depth=1, activation="relu"))
-def test_nngp_gaussian(spec, sweep, measure, digits):
-    ks_distance(spec, sweep, measure, digits)
+def test_nngp_gaussian(spec, ntk_sweep, ntk_measure, ntk_digits):
+    ks_distance(spec, ntk_sweep, ntk_measure, ntk_digits)
 
 
 def ks_distance(spec, sweep, measure, digits, reference=None):

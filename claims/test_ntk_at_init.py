@@ -10,12 +10,15 @@ The same holds for CNNs with global average pooling against the CNTK (Arora et a
 import pytest
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.kernels import analytic_kernels, empirical_ntk
-from ntkcheck.metrics import relative_frobenius_error
-from ntkcheck.numerics import check_psd
-from ntkcheck.profiles import CNN_CAP_REASON
+from ntkcheck import (
+    CNN_CAP_REASON,
+    ArchSpec,
+    analytic_kernels,
+    check_psd,
+    empirical_ntk,
+    relative_frobenius_error,
+    strategies,
+)
 
 NTK_AT_INIT = pytest.mark.claim(
     id="ntk-at-init",
@@ -42,12 +45,12 @@ def _measure_sweep(spec, x, sweep, device, measure, max_width=None):
 @given(spec=strategies.mlps(parametrizations=("ntk",)))
 @example(spec=ArchSpec(depth=2, activation="relu"))
 @example(spec=ArchSpec(depth=2, activation="erf"))
-def test_ntk_at_init(spec, sweep, device, measure, digits):
-    _measure_sweep(spec, digits.x, sweep, device, measure)
+def test_ntk_at_init(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits):
+    _measure_sweep(spec, ntk_digits.x, ntk_sweep, ntk_device, ntk_measure)
 
 
 @NTK_AT_INIT
-def test_ntk_at_init_cnn(sweep, device, measure, digits, ntk_profile):
+def test_ntk_at_init_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
     spec = ArchSpec(family="cnn", depth=1, activation="relu")
-    images = digits.head(ntk_profile.n_cnn_inputs).x  # (N, 1, 8, 8)
-    _measure_sweep(spec, images, sweep, device, measure, ntk_profile.width_cap(spec))
+    images = ntk_digits.head(ntk_profile.n_cnn_inputs).x  # (N, 1, 8, 8)
+    _measure_sweep(spec, images, ntk_sweep, ntk_device, ntk_measure, ntk_profile.width_cap(spec))

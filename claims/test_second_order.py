@@ -58,20 +58,20 @@ import pytest
 import torch
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.data import load_dataset
-from ntkcheck.kernels import analytic_kernels
-from ntkcheck.optim.jacobian import gram_extreme_eigenvalues
-from ntkcheck.optim.natural_gradient import (
+from ntkcheck import (
+    CNN_CAP_REASON,
+    ArchSpec,
+    analytic_kernels,
+    gram_extreme_eigenvalues,
     jacobian_stability_along_ngd,
     kernel_ngd_losses,
     kernel_race_to_target,
+    load_dataset,
     natural_gradient_descent,
     race_to_target,
+    strategies,
     worst_step_contraction,
 )
-from ntkcheck.profiles import CNN_CAP_REASON
 
 #: NGD step size ``eta`` (Zhang et al.'s Theorem 1 allows it for ``C <= 0.16``).
 ETA = 0.5
@@ -155,13 +155,13 @@ def _full_rank(spec, sweep, device, measure, profile):
 @pytest.mark.claim(**FULL_RANK)
 @given(spec=strategies.mlps(max_depth=2, activations=("relu", "erf", "gelu")))
 @example(spec=PINNED_MLP)
-def test_jacobian_full_rank(spec, sweep, device, measure, ntk_profile):
-    _full_rank(spec, sweep, device, measure, ntk_profile)
+def test_jacobian_full_rank(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _full_rank(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**FULL_RANK)
-def test_jacobian_full_rank_cnn(sweep, device, measure, ntk_profile):
-    _full_rank(PINNED_CNN, sweep, device, measure, ntk_profile)
+def test_jacobian_full_rank_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _full_rank(PINNED_CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 # -------------------------------------------------------------------------- jacobian-stable
@@ -193,13 +193,13 @@ def _stable(spec, sweep, device, measure, profile):
 @pytest.mark.claim(**STABLE)
 @given(spec=TWO_LAYER)
 @example(spec=PINNED_MLP)
-def test_jacobian_stable(spec, sweep, device, measure, ntk_profile):
-    _stable(spec, sweep, device, measure, ntk_profile)
+def test_jacobian_stable(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _stable(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**STABLE)
-def test_jacobian_stable_cnn(sweep, device, measure, ntk_profile):
-    _stable(PINNED_CNN, sweep, device, measure, ntk_profile)
+def test_jacobian_stable_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _stable(PINNED_CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 # --------------------------------------------------------------------------------- ngd-rate
@@ -231,13 +231,13 @@ def _ngd_rate(spec, sweep, device, measure, profile):
 @pytest.mark.claim(**RATE)
 @given(spec=TWO_LAYER)
 @example(spec=PINNED_MLP)
-def test_ngd_rate(spec, sweep, device, measure, ntk_profile):
-    _ngd_rate(spec, sweep, device, measure, ntk_profile)
+def test_ngd_rate(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _ngd_rate(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**RATE)
-def test_ngd_rate_cnn(sweep, device, measure, ntk_profile):
-    _ngd_rate(PINNED_CNN, sweep, device, measure, ntk_profile)
+def test_ngd_rate_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _ngd_rate(PINNED_CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 # ----------------------------------------------------------------------------- ngd-beats-gd
@@ -275,10 +275,10 @@ def _beats(spec, sweep, device, measure, profile):
 @pytest.mark.claim(**BEATS)
 @given(spec=TWO_LAYER)
 @example(spec=PINNED_MLP)
-def test_ngd_beats_gd(spec, sweep, device, measure, ntk_profile):
-    _beats(spec, sweep, device, measure, ntk_profile)
+def test_ngd_beats_gd(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _beats(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**BEATS)
-def test_ngd_beats_gd_cnn(sweep, device, measure, ntk_profile):
-    _beats(PINNED_CNN, sweep, device, measure, ntk_profile)
+def test_ngd_beats_gd_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _beats(PINNED_CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)

@@ -29,11 +29,15 @@ Sizes per profile (``n_inputs``): smoke 24, quick 48, paper 256; widths from the
 import pytest
 from hypothesis import example, given
 
-from ntkcheck import strategies
-from ntkcheck.arch import ArchSpec
-from ntkcheck.data import load_dataset
-from ntkcheck.uncertainty.laplace import LaplaceNotInstalled, require_laplace
-from ntkcheck.uncertainty.lla import compare_lla_ntk_gp, lla_calibration
+from ntkcheck import (
+    ArchSpec,
+    LaplaceNotInstalled,
+    compare_lla_ntk_gp,
+    lla_calibration,
+    load_dataset,
+    require_laplace,
+    strategies,
+)
 
 try:
     require_laplace()
@@ -58,14 +62,14 @@ CALIBRATION_DATA = ("digits", "breast_cancer", "diabetes")
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, activations=("erf", "relu"),
                             biases=(True,)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
-def test_lla_equals_ntk_gp(spec, sweep, device, measure, ntk_profile):
+def test_lla_equals_ntk_gp(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
     n = ntk_profile.n_inputs
-    train, test = load_dataset("diabetes", n=2 * n, seed=0, device=device).split(n)
-    for width, seed in sweep:
-        with measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
+    train, test = load_dataset("diabetes", n=2 * n, seed=0, device=ntk_device).split(n)
+    for width, seed in ntk_sweep:
+        with ntk_measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
             c = compare_lla_ntk_gp(spec, train, test, width=width, seed=init_seed,
-                                   device=device)
-            measure(spec, width=width, seed=seed, value=c.value, mean_error=c.mean_error,
+                                   device=ntk_device)
+            ntk_measure(spec, width=width, seed=seed, value=c.value, mean_error=c.mean_error,
                     log_variance_error=c.log_variance_error,
                     init_mean_error=c.init_mean_error,
                     init_log_variance_error=c.init_log_variance_error,
@@ -86,15 +90,15 @@ def test_lla_equals_ntk_gp(spec, sweep, device, measure, ntk_profile):
 @given(spec=strategies.mlps(min_depth=1, max_depth=1, activations=("relu", "erf"),
                             biases=(True,)))
 @example(spec=ArchSpec(depth=1, activation="relu"))
-def test_uncertainty_calibrated(spec, sweep, device, measure, ntk_profile):
+def test_uncertainty_calibrated(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
     n = ntk_profile.n_inputs
     n_test = max(200, 2 * n)
-    splits = {name: load_dataset(name, n=n + n_test, seed=0, device=device).split(n)
+    splits = {name: load_dataset(name, n=n + n_test, seed=0, device=ntk_device).split(n)
               for name in CALIBRATION_DATA}
-    for width, seed in sweep:
-        with measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
+    for width, seed in ntk_sweep:
+        with ntk_measure.guard(spec, width=width, seed=seed) as init_seed:  # OOM: not measured
             results = {name: lla_calibration(spec, train, test, width=width, seed=init_seed,
-                                             device=device)
+                                             device=ntk_device)
                        for name, (train, test) in splits.items()}
             extra = {}
             for name, r in results.items():
@@ -103,5 +107,5 @@ def test_uncertainty_calibrated(spec, sweep, device, measure, ntk_profile):
                 if r.accuracy == r.accuracy:  # classification
                     extra[f"{name}_accuracy"] = r.accuracy
             extra["diabetes_sigma_noise"] = results["diabetes"].sigma_noise
-            measure(spec, width=width, seed=seed,
+            ntk_measure(spec, width=width, seed=seed,
                     value=max(r.error for r in results.values()), **extra)

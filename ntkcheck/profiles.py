@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 __all__ = ["CNN_CAP_REASON", "Profile", "PROFILES", "get_profile", "parse_widths"]
 
-#: Why :attr:`Profile.cnn_max_width` exists, for ``measure.capped(..., why=CNN_CAP_REASON)``.
+#: Why :attr:`Profile.cnn_max_width` exists, for ``ntk_measure.capped(..., why=CNN_CAP_REASON)``.
 CNN_CAP_REASON = ("the profile's cnn_max_width: a CNN's empirical NTK grows with the image "
                   "positions squared; the paper profile sweeps every width")
 
@@ -59,7 +59,7 @@ class Profile:
         """The widest width a kernel claim measures for ``spec``.
 
         :attr:`cnn_max_width` for the image families (``"cnn"``, ``"resnet"``), None (no cap)
-        for MLPs. Use it as ``measure.capped(spec, sweep, profile.width_cap(spec))``.
+        for MLPs. Use it as ``ntk_measure.capped(spec, ntk_sweep, profile.width_cap(spec))``.
         """
         return self.cnn_max_width if getattr(spec, "family", "mlp") != "mlp" else None
 

@@ -7,7 +7,7 @@ missing (``null`` in ``records.jsonl``, NaN in tables) and a ``reason`` column s
 * ``"oom"``: the unit would not fit in memory (the kernel engine's estimate refused it, or the
   device ran out of memory); the sweep went on with the other widths.
 * ``"timeout"``: the claim test ran past ``--ntk-timeout``; its finished units are kept.
-* ``"capped"``: the claim leaves this width out on purpose (``measure.capped``, e.g. CNNs
+* ``"capped"``: the claim leaves this width out on purpose (``ntk_measure.capped``, e.g. CNNs
   above ``Profile.cnn_max_width``, whose kernels cost too much on a CPU).
 
 Verdicts, rate fits and the finite-value check of the record schema use measured records only.

@@ -137,11 +137,11 @@ from ntkcheck.data import load_dataset
 @pytest.mark.claim(id="bandit-theory-exploration-{tag}", statement="s", source="Zhou 2020",
                    metric="regret ratio", tolerance=1.0)
 @given(spec=st.just(ArchSpec(depth=1)))
-def test_claim(spec, sweep, measure):
+def test_claim(spec, ntk_sweep, ntk_measure):
     bandit = ClassificationBandit.from_dataset(load_dataset("wine"), rounds=100, seed=0)
-    for width, seed in sweep:
+    for width, seed in ntk_sweep:
         c = compare_exploration(spec, bandit, width=width, seed=seed, theory={agent})
-        measure(spec, width=width, seed=seed, value=c.regret_ratio)
+        ntk_measure(spec, width=width, seed=seed, value=c.regret_ratio)
 '''
 
 

@@ -26,10 +26,10 @@ from ntkcheck.arch import ArchSpec
                    tolerance={tol}, rate=-0.5)
 @given(spec=strategies.mlps(min_depth=1, max_depth=2))
 @example(spec=ArchSpec(depth=1))
-def test_synthetic(spec, widths, seeds, measure):
-    for width in widths:
-        for seed in seeds:
-            measure(spec, width=width, seed=seed, value=2 / width ** 0.5 * (1 + 0.01 * seed))
+def test_synthetic(spec, ntk_widths, ntk_seeds, ntk_measure):
+    for width in ntk_widths:
+        for seed in ntk_seeds:
+            ntk_measure(spec, width=width, seed=seed, value=2 / width ** 0.5 * (1 + 0.01 * seed))
 '''
 ARGS = ("--ntk-widths", "16,64,256,1024", "--ntk-seeds", "2", "--ntk-profile", "smoke",
         "-p", "no:cacheprovider")

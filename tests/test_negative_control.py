@@ -20,13 +20,13 @@ from ntkcheck.metrics import relative_frobenius_error
 @pytest.mark.claim(id="ntk-at-init-{tag}", statement="s", source="Jacot et al. 2018",
                    metric="relative Frobenius error", tolerance=0.1, rate=-0.5)
 @given(spec=st.just(ArchSpec(depth=1, activation="relu")))
-def test_claim(spec, widths, seeds, measure, digits):
+def test_claim(spec, ntk_widths, ntk_seeds, ntk_measure, ntk_digits):
     wrong = ArchSpec(depth=spec.depth + {offset}, activation=spec.activation)
-    reference = analytic_kernels(wrong, digits.x).ntk
-    for width, seed in itertools.product(widths, seeds):
-        net = spec.with_width(width).build(seed=seed, input_shape=digits.input_shape)
-        measure(spec, width=width, seed=seed,
-                value=relative_frobenius_error(empirical_ntk(net, digits.x), reference))
+    reference = analytic_kernels(wrong, ntk_digits.x).ntk
+    for width, seed in itertools.product(ntk_widths, ntk_seeds):
+        net = spec.with_width(width).build(seed=seed, input_shape=ntk_digits.input_shape)
+        ntk_measure(spec, width=width, seed=seed,
+                value=relative_frobenius_error(empirical_ntk(net, ntk_digits.x), reference))
 '''
 
 

@@ -19,9 +19,9 @@ from ntkcheck.arch import ArchSpec
                    tolerance={tol}, rate=-0.5)
 @given(spec=strategies.mlps(min_depth=1, max_depth=2))
 @example(spec=ArchSpec(depth=1))
-def test_{name}(spec, widths, seeds, measure):
-    for width, seed in itertools.product(widths, seeds):
-        measure(spec, width=width, seed=seed, value=2 / width ** 0.5 * (1 + 0.01 * seed))
+def test_{name}(spec, ntk_widths, ntk_seeds, ntk_measure):
+    for width, seed in itertools.product(ntk_widths, ntk_seeds):
+        ntk_measure(spec, width=width, seed=seed, value=2 / width ** 0.5 * (1 + 0.01 * seed))
 '''
 
 
@@ -94,8 +94,8 @@ import pytest
 from ntkcheck.arch import ArchSpec
 
 @pytest.mark.claim(id="crashes", statement="s", source="test", metric="m", tolerance=1.0)
-def test_crash(widths, measure):
-    measure(ArchSpec(depth=1), width=widths[0], seed=0, value=0.5)
+def test_crash(ntk_widths, ntk_measure):
+    ntk_measure(ArchSpec(depth=1), width=ntk_widths[0], seed=0, value=0.5)
     os._exit(1)  # the worker dies mid-claim
 ''')
     result = pytester.runpytest("-n", "2", "--ntk-widths", "16,64,256,1024", "--ntk-seeds", "1")
@@ -128,7 +128,7 @@ def test_invalid_marker_is_a_collection_error(pytester: pytest.Pytester, marker:
 import pytest
 
 @pytest.mark.claim({marker})
-def test_bad(measure):
+def test_bad(ntk_measure):
     pass
 ''')
     result = pytester.runpytest()
@@ -143,16 +143,16 @@ import math
 import pytest
 from ntkcheck.arch import ArchSpec
 
-def test_unmarked(measure):
+def test_unmarked(ntk_measure):
     pass
 
 @pytest.mark.claim(id="nan", statement="s", source="s", metric="m", tolerance=0.1)
-def test_nan(measure):
-    measure(ArchSpec(depth=1), width=8, seed=0, value=math.nan)
+def test_nan(ntk_measure):
+    ntk_measure(ArchSpec(depth=1), width=8, seed=0, value=math.nan)
 ''')
     result = pytester.runpytest()
     result.assert_outcomes(errors=1, failed=1)
-    result.stdout.fnmatch_lines(["*uses `measure` but has no @pytest.mark.claim*",
+    result.stdout.fnmatch_lines(["*uses `ntk_measure` but has no @pytest.mark.claim*",
                                  "*measured a non-finite value (nan)*"])
 
 
@@ -161,7 +161,7 @@ def test_claim_without_measurements_fails(pytester: pytest.Pytester) -> None:
 import pytest
 
 @pytest.mark.claim(id="empty", statement="s", source="s", metric="m", tolerance=0.1)
-def test_empty(measure):
+def test_empty(ntk_measure):
     pass
 ''')
     result = pytester.runpytest()
@@ -223,9 +223,9 @@ from ntkcheck import strategies
 
 @pytest.mark.claim(id="fails-deep", statement="s", source="test", metric="m", tolerance=0.5)
 @given(spec=strategies.mlps(min_depth=1, max_depth=4, activations=("relu", "erf")))
-def test_deep(spec, sweep, measure):
-    for width, seed in sweep:
-        measure(spec, width=width, seed=seed, value=1.0 if spec.depth >= 3 else 0.1)
+def test_deep(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(spec, width=width, seed=seed, value=1.0 if spec.depth >= 3 else 0.1)
 ''')
     result = pytester.runpytest("--ntk-profile", "quick", "--ntk-widths", "8,16,32",
                                 "--ntk-seeds", "1", "-p", "no:randomly")
@@ -257,9 +257,9 @@ from ntkcheck.arch import ArchSpec
 
 @pytest.mark.claim(id="flat-trend", statement="s", source="test", metric="m", tolerance=1.0,
                    scale="semilog", trend="decreasing")
-def test_flat(sweep, measure):
-    for width, seed in sweep:
-        measure(ArchSpec(depth=1), width=width, seed=seed, value=0.5 + 0.01 * seed)
+def test_flat(ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=0.5 + 0.01 * seed)
 ''')
     result = pytester.runpytest("--ntk-widths", "8,16,32,64", "--ntk-seeds", "2")
     result.assert_outcomes(failed=1)

@@ -69,9 +69,9 @@ from ntkcheck.arch import ArchSpec
 @pytest.mark.claim(id="with-reference", statement="s", source="src", metric="m",
                    tolerance=10.0)
 @given(spec=st.just(ArchSpec(depth=1)))
-def test_claim(spec, sweep, measure):
-    for width, seed in sweep:
-        measure(spec, width=width, seed=seed, value=1.0 / width, reference=0.5)
+def test_claim(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(spec, width=width, seed=seed, value=1.0 / width, reference=0.5)
 '''
 
 

@@ -32,14 +32,14 @@ from ntkcheck.numerics import check_psd
 @pytest.mark.claim(id="det-ntk", statement="s", source="t", metric="m", tolerance=10.0)
 @given(spec=strategies.mlps(max_depth=2, parametrizations=("ntk",)))
 @example(spec=ArchSpec(depth=1, activation="erf"))
-def test_ntk(spec, sweep, device, measure, digits):
-    reference = analytic_kernels(spec, digits.x).ntk
-    for width, seed in sweep:
-        with measure.guard(spec, width=width, seed=seed) as init_seed:
-            net = spec.with_width(width).build(seed=init_seed, input_shape=digits.input_shape,
-                                               device=device)
-            theta = check_psd(empirical_ntk(net, digits.x), "empirical NTK")
-            measure(spec, width=width, seed=seed,
+def test_ntk(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits):
+    reference = analytic_kernels(spec, ntk_digits.x).ntk
+    for width, seed in ntk_sweep:
+        with ntk_measure.guard(spec, width=width, seed=seed) as init_seed:
+            net = spec.with_width(width).build(seed=init_seed, input_shape=ntk_digits.input_shape,
+                                               device=ntk_device)
+            theta = check_psd(empirical_ntk(net, ntk_digits.x), "empirical NTK")
+            ntk_measure(spec, width=width, seed=seed,
                     value=relative_frobenius_error(theta, reference))
 '''
 # A claim that draws from torch's *global* generator: its values depend on test order unless
@@ -52,10 +52,10 @@ from ntkcheck import strategies
 
 @pytest.mark.claim(id="det-rng", statement="s", source="t", metric="m", tolerance=10.0)
 @given(spec=strategies.mlps(max_depth=2))
-def test_rng(spec, sweep, measure):
-    for width, seed in sweep:
-        measure.seed(spec, width=width, seed=seed)
-        measure(spec, width=width, seed=seed, value=1.0 + float(torch.rand(())))
+def test_rng(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure.seed(spec, width=width, seed=seed)
+        ntk_measure(spec, width=width, seed=seed, value=1.0 + float(torch.rand(())))
 '''
 # Measures two units, says so in a file, then hangs (to be interrupted) or dies.
 CLAIM_STOPS = '''
@@ -65,22 +65,22 @@ import pytest
 from ntkcheck.arch import ArchSpec
 
 @pytest.mark.claim(id="stops", statement="s", source="t", metric="m", tolerance=1.0)
-def test_stops(sweep, measure):
+def test_stops(ntk_sweep, ntk_measure):
     spec = ArchSpec(depth=1)
-    for i, (width, seed) in enumerate(sweep):
+    for i, (width, seed) in enumerate(ntk_sweep):
         if i == 2:
             Path("ready").write_text("2 measured")
             {stop}
-        measure(spec, width=width, seed=seed, value=1 / width)
+        ntk_measure(spec, width=width, seed=seed, value=1 / width)
 '''
 SYNTHETIC = '''
 import pytest
 from ntkcheck.arch import ArchSpec
 
 @pytest.mark.claim(id="fast", statement="s", source="t", metric="m", tolerance=1.0)
-def test_fast(sweep, measure):
-    for width, seed in sweep:
-        measure(ArchSpec(depth=1), width=width, seed=seed, value=1 / width)
+def test_fast(ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=1 / width)
 '''
 
 
@@ -160,23 +160,23 @@ def train_on(name, spec, measure):
     measure(spec, width=8, seed=0, value=0.5)
 
 @pytest.mark.claim(id="nan-inputs", **CLAIM)
-def test_nan_inputs(measure):
-    train_on("sensors.npz", ArchSpec(depth=1), measure)
+def test_nan_inputs(ntk_measure):
+    train_on("sensors.npz", ArchSpec(depth=1), ntk_measure)
 
 @pytest.mark.claim(id="int-inputs", **CLAIM)
-def test_int_inputs(measure):
-    train_on("counts.npz", ArchSpec(depth=1), measure)
+def test_int_inputs(ntk_measure):
+    train_on("counts.npz", ArchSpec(depth=1), ntk_measure)
 
 @pytest.mark.claim(id="cnn-on-tables", **CLAIM)
-def test_cnn_on_tables(measure):
-    train_on("wine", ArchSpec(family="cnn", depth=1), measure)
+def test_cnn_on_tables(ntk_measure):
+    train_on("wine", ArchSpec(family="cnn", depth=1), ntk_measure)
 
 @pytest.mark.claim(id="width-zero", **CLAIM)
-def test_width_zero(measure):
+def test_width_zero(ntk_measure):
     ArchSpec(depth=1).with_width(0)
 
 @pytest.mark.claim(id="bad-activation", **CLAIM)
-def test_bad_activation(measure):
+def test_bad_activation(ntk_measure):
     ArchSpec(activation="swish")
 ''')
     result = pytester.runpytest(*SMALL)
@@ -248,14 +248,14 @@ from ntkcheck.arch import ArchSpec
 from ntkcheck.kernels import empirical_ntk
 
 @pytest.mark.claim(id="big", statement="s", source="t", metric="m", tolerance=1e9)
-def test_big(sweep, measure):
+def test_big(ntk_sweep, ntk_measure):
     spec = ArchSpec(depth=1)
     x = torch.randn({n}, {d}, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    for width, seed in reversed(sweep):  # widest first: it fails, the others still run
-        with measure.guard(spec, width=width, seed=seed) as init_seed:
+    for width, seed in reversed(ntk_sweep):  # widest first: it fails, the others still run
+        with ntk_measure.guard(spec, width=width, seed=seed) as init_seed:
             net = spec.with_width(width).build(seed=init_seed, input_shape=({d},))
             theta = empirical_ntk(net, x, implementation="jacobian")
-            measure(spec, width=width, seed=seed, value=float(theta.trace()) / {n})
+            ntk_measure(spec, width=width, seed=seed, value=float(theta.trace()) / {n})
 ''')
     result = pytester.runpytest(*SMALL, "--ntk-widths", f"8,16,{big}", "--ntk-seeds", "2")
     result.assert_outcomes(passed=1)
@@ -281,10 +281,10 @@ import pytest
 from ntkcheck.arch import ArchSpec
 
 @pytest.mark.claim(id="capped", statement="s", source="t", metric="m", tolerance={tol})
-def test_capped(sweep, measure):
+def test_capped(ntk_sweep, ntk_measure):
     spec = ArchSpec(family="cnn", depth=1)
-    for width, seed in measure.capped(spec, sweep, 16, why="CNN kernels cost too much"):
-        measure(spec, width=width, seed=seed, value=1 / width)
+    for width, seed in ntk_measure.capped(spec, ntk_sweep, 16, why="CNN kernels cost too much"):
+        ntk_measure(spec, width=width, seed=seed, value=1 / width)
 '''
 
 
@@ -328,11 +328,11 @@ from ntkcheck.arch import ArchSpec
 @pytest.mark.claim(id="slow", statement="s", source="t", metric="m", tolerance=1.0)
 @given(spec=strategies.mlps(min_depth=1, max_depth=1))
 @example(spec=ArchSpec(depth=1))
-def test_slow(spec, sweep, measure):
-    for width, seed in sweep:
-        with measure.guard(spec, width=width, seed=seed):
+def test_slow(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        with ntk_measure.guard(spec, width=width, seed=seed):
             time.sleep(0.05 if width < 64 else 600)  # width 64 never finishes
-            measure(spec, width=width, seed=seed, value=1 / width)
+            ntk_measure(spec, width=width, seed=seed, value=1 / width)
 ''')
     started = time.monotonic()
     result = pytester.runpytest(*SMALL, "--ntk-widths", "8,16,64,128", "--ntk-seeds", "2",

@@ -185,51 +185,51 @@ def build(width, seed, x=X):
 
 @pytest.mark.claim(id="jacobian-stable-linear", **STABLE)
 @given(spec=st.just(SPEC))
-def test_stable_linearized(spec, sweep, measure):
-    for width, seed in sweep:
+def test_stable_linearized(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
         run = jacobian_stability_along_ngd(linearize(build(width, seed)), X, Y, lr=0.5, steps=4)
-        measure(spec, width=width, seed=seed, value=run.c_prime)
+        ntk_measure(spec, width=width, seed=seed, value=run.c_prime)
 
 
 @pytest.mark.claim(id="jacobian-stable-narrow-large-step", **STABLE)
 @given(spec=st.just(SPEC))
-def test_stable_narrow(spec, sweep, measure):
-    for width, seed in sweep:
+def test_stable_narrow(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
         run = jacobian_stability_along_ngd(build(width, seed), X, Y, lr=1.0, steps=4)
-        measure(spec, width=width, seed=seed, value=run.c_prime)
+        ntk_measure(spec, width=width, seed=seed, value=run.c_prime)
 
 
 @pytest.mark.claim(id="jacobian-full-rank-too-few-parameters", statement="s", source="s",
                    metric="λ_min ratio", tolerance=0.75, direction="above")
 @given(spec=st.just(SPEC))
-def test_full_rank_rank_deficient(spec, sweep, measure):
+def test_full_rank_rank_deficient(spec, ntk_sweep, ntk_measure):
     x = load_dataset("diabetes", n=120, seed=0).x  # P = 12 width + 1 < N: rank deficient
     lam_inf = float(torch.linalg.eigvalsh(analytic_kernels(spec, x).ntk)[0])
-    for width, seed in sweep:
+    for width, seed in ntk_sweep:
         lam_min, _ = gram_extreme_eigenvalues(build(width, seed, x), x)
-        measure(spec, width=width, seed=seed, value=lam_min / lam_inf)
+        ntk_measure(spec, width=width, seed=seed, value=lam_min / lam_inf)
 
 
 @pytest.mark.claim(id="ngd-rate-gd-instead", statement="s", source="s", metric="contraction",
                    tolerance=1.0)
 @given(spec=st.just(SPEC))
-def test_rate_with_gd(spec, sweep, measure):
-    for width, seed in sweep:
+def test_rate_with_gd(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
         net = build(width, seed)
         lam_min, lam_max = gram_extreme_eigenvalues(net, X)
         losses = train(net, X, Y, lr=len(X) / lam_max, steps=8).losses
-        measure(spec, width=width, seed=seed, value=worst_step_contraction(losses, 0.5))
+        ntk_measure(spec, width=width, seed=seed, value=worst_step_contraction(losses, 0.5))
 
 
 @pytest.mark.claim(id="ngd-beats-gd-one-point", statement="s", source="s", metric="ratio",
                    tolerance=2.0, direction="above")
 @given(spec=st.just(SPEC))
-def test_beats_well_conditioned(spec, sweep, measure):
-    for width, seed in sweep:  # one training point: the kernel has condition number 1
+def test_beats_well_conditioned(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:  # one training point: the kernel has condition number 1
         net = linearize(build(width, seed, X[:1]))
         race = race_to_target(net, X[:1], Y[:1], eta=0.5, target_fraction=0.1,
                               lr_fractions=(1.0, 0.5, 0.25), budget=40)
-        measure(spec, width=width, seed=seed, value=race.ratio)
+        ntk_measure(spec, width=width, seed=seed, value=race.ratio)
 '''
 
 

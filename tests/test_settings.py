@@ -33,15 +33,15 @@ from ntkcheck.arch import ArchSpec
 CLAIM = dict(id="mixed", statement="s", source="test", metric="m", tolerance=0.1, rate=-0.5)
 
 @pytest.mark.claim(**CLAIM)
-def test_theory(sweep, measure):
-    for width, seed in sweep:
-        measure(ArchSpec(depth=1), width=width, seed=seed, value=2 / width ** 0.5)
+def test_theory(ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=2 / width ** 0.5)
 
 @pytest.mark.claim(**CLAIM, setting="practical")
-def test_theory_practical(sweep, measure):
+def test_theory_practical(ntk_sweep, ntk_measure):
     spec = ArchSpec(depth=1, parametrization="standard")
-    for width, seed in sweep:
-        measure(spec, width=width, seed=seed, value=8 / width ** 0.5)
+    for width, seed in ntk_sweep:
+        ntk_measure(spec, width=width, seed=seed, value=8 / width ** 0.5)
 '''
 
 # Two theory tests of one claim: the Hypothesis one fails on its pinned example (depth 2), the
@@ -57,14 +57,14 @@ CLAIM = dict(id="two-tests", statement="s", source="test", metric="m", tolerance
 @pytest.mark.claim(**CLAIM)
 @given(spec=strategies.mlps(min_depth=1, max_depth=2))
 @example(spec=ArchSpec(depth=2, activation="erf"))
-def test_mlp(spec, sweep, measure):
-    for width, seed in sweep:
-        measure(spec, width=width, seed=seed, value=1.0 if spec.depth >= 2 else 0.1)
+def test_mlp(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(spec, width=width, seed=seed, value=1.0 if spec.depth >= 2 else 0.1)
 
 @pytest.mark.claim(**CLAIM)
-def test_mlp_other(sweep, measure):
-    for width, seed in sweep:
-        measure(ArchSpec(depth=1, activation="gelu"), width=width, seed=seed, value=0.1)
+def test_mlp_other(ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1, activation="gelu"), width=width, seed=seed, value=0.1)
 '''
 
 
@@ -86,7 +86,7 @@ import pytest
 
 @pytest.mark.claim(id="x", statement="s", source="s", metric="m", tolerance=0.1,
                    setting="lab")
-def test_bad_setting(measure):
+def test_bad_setting(ntk_measure):
     pass
 ''')
     result = pytester.runpytest()
@@ -261,20 +261,20 @@ from ntkcheck.arch import ArchSpec
 CLAIM = dict(id="same", statement="s", source="test", metric="m", tolerance=0.1)
 
 @pytest.mark.claim(**CLAIM)
-def test_gd(sweep, measure):  # theory: holds
-    for width, seed in sweep:
-        measure(ArchSpec(depth=1), width=width, seed=seed, value=0.01)
+def test_gd(ntk_sweep, ntk_measure):  # theory: holds
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=0.01)
 
 @pytest.mark.claim(**CLAIM, setting="practical")
-def test_adam(sweep, measure):  # the same network, trained otherwise: fails
-    for width, seed in sweep:
-        measure(ArchSpec(depth=1), width=width, seed=seed, value=1.0)
+def test_adam(ntk_sweep, ntk_measure):  # the same network, trained otherwise: fails
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=1.0)
 
 @pytest.mark.claim(id="only-practical", statement="s", source="t", metric="m",
                    tolerance=0.1, setting="practical")
-def test_only_practical(sweep, measure):
-    for width, seed in sweep:
-        measure(ArchSpec(depth=1), width=width, seed=seed, value=0.01)
+def test_only_practical(ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=0.01)
 '''
 
 

@@ -20,9 +20,9 @@ from ntkcheck.arch import ArchSpec
                    tolerance=10.0, rate=-0.5)
 @given(spec=strategies.mlps(min_depth=1, max_depth=3))
 @example(spec=ArchSpec(depth=1))
-def test_sharded(spec, sweep, measure):
-    for width, seed in sweep:
-        measure(spec, width=width, seed=seed,
+def test_sharded(spec, ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(spec, width=width, seed=seed,
                 value=spec.depth * 2 / width ** 0.5 * (1 + 0.01 * seed), extra_note=seed)
 '''
 ARGS = ["--ntk-profile", "quick", "--ntk-widths", "8,16,32,64,128,256", "--ntk-seeds", "3",

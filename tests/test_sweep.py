@@ -34,9 +34,9 @@ import pytest
 from ntkcheck.arch import ArchSpec
 
 @pytest.mark.claim(id="never-holds", statement="s", source="s", metric="m", tolerance=0.0)
-def test_claim(sweep, measure):
-    for width, seed in sweep:
-        measure(ArchSpec(depth=1), width=width, seed=seed, value=1.0)
+def test_claim(ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=1.0)
 ''')
     counts = []
     for k in range(3):

@@ -43,89 +43,90 @@ MUP_RELU_CNN = ArchSpec(family="cnn", depth=1, activation="relu", parametrizatio
 
 
 @pytest.mark.claim(**lazy.LAZY_WEIGHTS)
-def test_lazy_weights_mup(sweep, device, measure, digits, ntk_profile):
-    lazy.lazy_weights(MUP, sweep, device, measure, digits, ntk_profile)
+def test_lazy_weights_mup(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    lazy.lazy_weights(MUP, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**lazy.LAZY_KERNEL)
-def test_lazy_kernel_mup(sweep, device, measure, digits, ntk_profile):
-    lazy.lazy_kernel(MUP, sweep, device, measure, digits, ntk_profile)
+def test_lazy_kernel_mup(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    lazy.lazy_kernel(MUP, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**lin.CLAIM)
-def test_linearized_dynamics_mup(sweep, device, measure, ntk_profile):
-    lin.linearized_deviation(MUP, sweep, device, measure, ntk_profile)
+def test_linearized_dynamics_mup(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    lin.linearized_deviation(MUP, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**lazy.LAZY_WEIGHTS)
-def test_lazy_weights_mup_cnn(sweep, device, measure, digits, ntk_profile):
-    images = digits.head(ntk_profile.n_cnn_inputs)
-    lazy.lazy_weights(MUP_CNN, sweep, device, measure, images, ntk_profile)
+def test_lazy_weights_mup_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    images = ntk_digits.head(ntk_profile.n_cnn_inputs)
+    lazy.lazy_weights(MUP_CNN, ntk_sweep, ntk_device, ntk_measure, images, ntk_profile)
 
 
 @pytest.mark.claim(**lazy.LAZY_KERNEL)
-def test_lazy_kernel_mup_cnn(sweep, device, measure, digits, ntk_profile):
-    images = digits.head(ntk_profile.n_cnn_inputs)
-    lazy.lazy_kernel(MUP_CNN, sweep, device, measure, images, ntk_profile)
+def test_lazy_kernel_mup_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    images = ntk_digits.head(ntk_profile.n_cnn_inputs)
+    lazy.lazy_kernel(MUP_CNN, ntk_sweep, ntk_device, ntk_measure, images, ntk_profile)
 
 
 @pytest.mark.claim(**lin.CLAIM)
-def test_linearized_dynamics_mup_cnn(sweep, device, measure, ntk_profile):
-    lin.linearized_deviation(MUP_CNN, sweep, device, measure, ntk_profile)
+def test_linearized_dynamics_mup_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    lin.linearized_deviation(MUP_CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**kr.CLAIM)
-def test_kernel_regression_wrong_kernel(sweep, device, measure, ntk_profile):
-    kr.kernel_regression_error(NTK, sweep, device, measure, ntk_profile, reference=DEEPER)
+def test_kernel_regression_wrong_kernel(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    kr.kernel_regression_error(NTK, ntk_sweep, ntk_device, ntk_measure, ntk_profile,
+                               reference=DEEPER)
 
 
 @pytest.mark.claim(**gd.RATE)
-def test_gd_rate_mup(sweep, device, measure, digits, ntk_profile):
-    gd.gd_rate_error(MUP, sweep, device, measure, digits, ntk_profile)
+def test_gd_rate_mup(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    gd.gd_rate_error(MUP, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**gd.STABLE_LR)
-def test_gd_stable_lr_wrong_kernel(sweep, device, measure, digits):
-    gd.stable_lr_error(NTK, sweep, device, measure, digits, reference=DEEPER)
+def test_gd_stable_lr_wrong_kernel(ntk_sweep, ntk_device, ntk_measure, ntk_digits):
+    gd.stable_lr_error(NTK, ntk_sweep, ntk_device, ntk_measure, ntk_digits, reference=DEEPER)
 
 
 @pytest.mark.claim(**nngp.COVARIANCE)
-def test_nngp_covariance_wrong_kernel(sweep, measure, digits):
-    nngp.covariance_error(NTK, sweep, measure, digits, reference=DEEPER)
+def test_nngp_covariance_wrong_kernel(ntk_sweep, ntk_measure, ntk_digits):
+    nngp.covariance_error(NTK, ntk_sweep, ntk_measure, ntk_digits, reference=DEEPER)
 
 
 @pytest.mark.claim(**nngp.GAUSSIAN)
-def test_nngp_gaussian_wrong_kernel(sweep, measure, digits):
-    nngp.ks_distance(NTK, sweep, measure, digits, reference=DEEPER)
+def test_nngp_gaussian_wrong_kernel(ntk_sweep, ntk_measure, ntk_digits):
+    nngp.ks_distance(NTK, ntk_sweep, ntk_measure, ntk_digits, reference=DEEPER)
 
 
 @pytest.mark.claim(**fl.LAZY_FEATURES)
-def test_feature_learning_mup(sweep, device, measure, digits, ntk_profile):
-    fl.feature_change(MUP, sweep, device, measure, digits, ntk_profile)
+def test_feature_learning_mup(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    fl.feature_change(MUP, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**fl.LAZY_FEATURES)
-def test_feature_learning_mup_cnn(sweep, device, measure, digits, ntk_profile):
-    images = digits.head(ntk_profile.n_cnn_inputs)
-    fl.feature_change(MUP_CNN, sweep, device, measure, images, ntk_profile)
+def test_feature_learning_mup_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    images = ntk_digits.head(ntk_profile.n_cnn_inputs)
+    fl.feature_change(MUP_CNN, ntk_sweep, ntk_device, ntk_measure, images, ntk_profile)
 
 
 @pytest.mark.claim(**kr.CLAIM)
-def test_kernel_regression_cnn_wrong_kernel(sweep, device, measure, ntk_profile):
-    kr.kernel_regression_error_cnn(CNN, sweep, device, measure, ntk_profile,
+def test_kernel_regression_cnn_wrong_kernel(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    kr.kernel_regression_error_cnn(CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile,
                                    reference=DEEPER_CNN)
 
 
 @pytest.mark.claim(**gd.STABLE_LR)
-def test_gd_stable_lr_cnn_wrong_kernel(sweep, device, measure, digits, ntk_profile):
-    images = digits.head(ntk_profile.n_cnn_inputs)
-    gd.stable_lr_error(CNN, sweep, device, measure, images, reference=DEEPER_CNN)
+def test_gd_stable_lr_cnn_wrong_kernel(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    images = ntk_digits.head(ntk_profile.n_cnn_inputs)
+    gd.stable_lr_error(CNN, ntk_sweep, ntk_device, ntk_measure, images, reference=DEEPER_CNN)
 
 
 @pytest.mark.claim(**gd.RATE)
-def test_gd_rate_cnn_mup(sweep, device, measure, digits, ntk_profile):
-    images = digits.head(ntk_profile.n_cnn_inputs)
-    gd.gd_rate_error(MUP_RELU_CNN, sweep, device, measure, images, ntk_profile)
+def test_gd_rate_cnn_mup(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    images = ntk_digits.head(ntk_profile.n_cnn_inputs)
+    gd.gd_rate_error(MUP_RELU_CNN, ntk_sweep, ntk_device, ntk_measure, images, ntk_profile)
 '''
 
 #: control test -> (claim id, the architecture it measures).

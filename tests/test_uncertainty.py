@@ -234,13 +234,13 @@ from ntkcheck.uncertainty.lla import compare_lla_ntk_gp
 @pytest.mark.claim(id="lla-equals-ntkgp-{tag}", statement="s", source="Immer et al. 2021",
                    metric="max(mean error, log-variance error)", tolerance=0.1, rate=-0.5)
 @given(spec=st.just(ArchSpec(depth=1, activation="erf")))
-def test_claim(spec, sweep, measure):
+def test_claim(spec, ntk_sweep, ntk_measure):
     train, test = load_dataset("diabetes", n=32, seed=0).split(16)
     reference = ArchSpec(depth=1 + {offset}, activation="erf")
-    for width, seed in sweep:
+    for width, seed in ntk_sweep:
         c = compare_lla_ntk_gp(spec, train, test, width=width, seed=seed,
                                reference_spec=reference)
-        measure(spec, width=width, seed=seed, value=c.value)
+        ntk_measure(spec, width=width, seed=seed, value=c.value)
 '''
 
 
@@ -265,12 +265,12 @@ from ntkcheck.uncertainty.lla import lla_calibration
 @pytest.mark.claim(id="uncertainty-calibrated-{tag}", statement="s", source="product",
                    metric="coverage error on diabetes", tolerance=0.1)
 @given(spec=st.just(ArchSpec(depth=1)))
-def test_claim(spec, sweep, measure):
+def test_claim(spec, ntk_sweep, ntk_measure):
     train, test = load_dataset("diabetes", n=248, seed=0).split(48)
-    for width, seed in sweep:
+    for width, seed in ntk_sweep:
         r = lla_calibration(spec, train, test, width=width, seed=seed,
                             variance_scale={scale})
-        measure(spec, width=width, seed=seed, value=r.error)
+        ntk_measure(spec, width=width, seed=seed, value=r.error)
 '''
 
 

@@ -1,7 +1,9 @@
 """The fixtures the ntkcheck plugin gives claim tests.
 
-``ntk_profile``, ``widths``, ``seeds``, ``sweep``, ``device``, ``digits`` and ``measure``;
-see README.md, "Write your own claim".
+``ntk_profile``, ``ntk_widths``, ``ntk_seeds``, ``ntk_sweep``, ``ntk_device``, ``ntk_digits``
+and ``ntk_measure``; see README.md, "Write your own claim". Every name has the ``ntk_`` prefix
+so that a project's own fixtures (a ``device`` fixture, say) neither replace nor are replaced
+by ntkcheck's.
 """
 
 from __future__ import annotations
@@ -38,32 +40,34 @@ def ntk_profile(pytestconfig: pytest.Config) -> Profile:
 
 
 @pytest.fixture(scope="session")
-def widths(ntk_profile: Profile) -> list[int]:
+def ntk_widths(ntk_profile: Profile) -> list[int]:
     """Widths to sweep, increasing (``--ntk-widths`` or the profile's)."""
     return list(ntk_profile.widths)
 
 
 @pytest.fixture(scope="session")
-def seeds(ntk_profile: Profile) -> list[int]:
+def ntk_seeds(ntk_profile: Profile) -> list[int]:
     """Seed indices ``0..n_seeds-1`` (``--ntk-seeds`` or the profile's)."""
     return list(range(ntk_profile.n_seeds))
 
 
 @pytest.fixture
-def sweep(request: pytest.FixtureRequest, widths: list[int], seeds: list[int]
-          ) -> list[tuple[int, int]]:
+def ntk_sweep(request: pytest.FixtureRequest, ntk_widths: list[int], ntk_seeds: list[int]
+              ) -> list[tuple[int, int]]:
     """The ``(width, seed)`` pairs this claim measures, narrowest width first.
 
     Every pair of ``widths`` x ``seeds``, or under ``--ntk-shard K/N`` this shard's share
-    (:func:`ntkcheck.plugin.sweep.sweep_units`). Loop over it: ``for width, seed in sweep: ...``.
+    (:func:`ntkcheck.plugin.sweep.sweep_units`). Loop over it: ``for width,
+     seed in ntk_sweep: ...``.
     """
     claim = request.node.stash.get(_CLAIM, None)
     shard = request.config.stash[_SETTINGS].shard
-    return sweep_units(claim.id if claim else request.node.nodeid, widths, seeds, shard)
+    return sweep_units(claim.id if claim else request.node.nodeid, ntk_widths, ntk_seeds,
+                       shard)
 
 
 @pytest.fixture(scope="session")
-def device(pytestconfig: pytest.Config):
+def ntk_device(pytestconfig: pytest.Config):
     """The ``torch.device`` claims run on (``--ntk-device``; under xdist, one GPU per worker)."""
     from ntkcheck.plugin.devices import resolve_device
 
@@ -82,33 +86,33 @@ def device(pytestconfig: pytest.Config):
 
 
 @pytest.fixture(scope="session")
-def digits(ntk_profile: Profile, device):
-    """scikit-learn's digits (a seeded subset of ``n_inputs`` images), float64, on ``device``.
+def ntk_digits(ntk_profile: Profile, ntk_device):
+    """scikit-learn's digits (a seeded subset of ``n_inputs`` images), float64, on ``ntk_device``.
 
     See :func:`ntkcheck.data.load_dataset` for the preprocessing.
     """
     from ntkcheck.data import load_dataset
 
-    return load_dataset("digits", n=ntk_profile.n_inputs, seed=0, device=device)
+    return load_dataset("digits", n=ntk_profile.n_inputs, seed=0, device=ntk_device)
 
 
 @pytest.fixture
-def measure(request: pytest.FixtureRequest, device: Any) -> Recorder:
-    """Record measurements: ``measure(spec, width=, seed=, value=, **extra)``.
+def ntk_measure(request: pytest.FixtureRequest, ntk_device: Any) -> Recorder:
+    """Record measurements: ``ntk_measure(spec, width=, seed=, value=, **extra)``.
 
-    Also ``measure.seed(spec, width=, seed=)`` (derived initialization seed),
-    ``with measure.guard(spec, width=, seed=) as init_seed:`` (a unit whose out-of-memory
-    error is recorded as not measured) and ``measure.not_measured(...)``; see
+    Also ``ntk_measure.seed(spec, width=, seed=)`` (derived initialization seed),
+    ``with ntk_measure.guard(spec, width=, seed=) as init_seed:`` (a unit whose out-of-memory
+    error is recorded as not measured) and ``ntk_measure.not_measured(...)``; see
     :class:`Recorder`.
     """
     claim = request.node.stash.get(_CLAIM, None)
     if claim is None:
         raise pytest.UsageError(
-            f"{request.node.nodeid} uses `measure` but has no @pytest.mark.claim(...) marker"
+            f"{request.node.nodeid} uses `ntk_measure` but has no @pytest.mark.claim(...) marker"
         )
     config = request.config
     sink = config.stash.get(_SINK, None) if _is_worker(config) else config.stash.get(_RUN, None)
-    recorder = Recorder(request.node, claim, config.stash[_SETTINGS], device, sink=sink,
+    recorder = Recorder(request.node, claim, config.stash[_SETTINGS], ntk_device, sink=sink,
                         deadline=request.node.stash.get(_DEADLINE, None))
     request.node.stash[_RECORDER] = recorder
     return recorder

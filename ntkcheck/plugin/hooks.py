@@ -6,7 +6,8 @@ What it adds to pytest:
 * options ``--ntk-profile``, ``--ntk-widths``, ``--ntk-seeds``, ``--ntk-device``,
   ``--ntk-report`` and the ini keys ``ntk_profile``, ``ntk_widths``, ``ntk_seeds``,
   ``ntk_device``, ``ntk_report`` (options win over ini keys, ini keys over the profile);
-* fixtures ``ntk_profile``, ``widths``, ``seeds``, ``device``, ``measure`` and ``digits``;
+* fixtures ``ntk_profile``, ``ntk_widths``, ``ntk_seeds``, ``ntk_sweep``, ``ntk_device``,
+  ``ntk_measure`` and ``ntk_digits``;
 * Hypothesis settings for claim tests from the profile (examples, no deadline, ``too_slow``
   and ``function_scoped_fixture`` health checks off, no example database, derandomized in
   ``smoke`` and ``quick``);
@@ -19,7 +20,7 @@ What it adds to pytest:
   ``report.html``, and a ``latest`` link to it.
 
 The pieces live in small modules: options and shared keys in :mod:`ntkcheck.plugin.options`, the
-fixtures in :mod:`ntkcheck.plugin.fixtures`, the ``measure`` recorder in
+fixtures in :mod:`ntkcheck.plugin.fixtures`, the ``ntk_measure`` recorder in
 :mod:`ntkcheck.plugin.recorder`,
 Hypothesis integration in :mod:`ntkcheck.plugin.hypothesis_support` and the run folder in
 :mod:`ntkcheck.runs.writer`; this module holds the hooks.
@@ -45,13 +46,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ntkcheck.plugin.fixtures import (  # noqa: F401  (fixtures pytest finds on the plugin)
-    device,
-    digits,
-    measure,
+    ntk_device,
+    ntk_digits,
+    ntk_measure,
     ntk_profile,
-    seeds,
-    sweep,
-    widths,
+    ntk_seeds,
+    ntk_sweep,
+    ntk_widths,
 )
 from ntkcheck.plugin.hypothesis_support import (
     _SEEN,
@@ -297,7 +298,7 @@ def pytest_runtest_call(item: pytest.Item):
         pytest.fail(f"claim {claim.id!r} measured nothing: all {len(records)} unit(s) were not "
                     f"measured ({'; '.join(reasons)})", pytrace=False)
     if not records:
-        pytest.fail(f"claim {claim.id!r} recorded no measurements: call the `measure` fixture "
+        pytest.fail(f"claim {claim.id!r} recorded no measurements: call the `ntk_measure` fixture "
                     "once per (architecture, width, seed)", pytrace=False)
     message = _verdict_failure(claim, records)
     if message is not None:

@@ -1,4 +1,4 @@
-"""The recorder behind the ``measure`` fixture: one record per (architecture, width, seed)."""
+"""The recorder behind the ``ntk_measure`` fixture: one record per (architecture, width, seed)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pyt
 
 
 class Recorder:
-    """Records one measurement at a time for the running claim test (the ``measure`` fixture).
+    """Records one measurement at a time for the running claim test (the ``ntk_measure`` fixture).
 
-    Call it as ``measure(spec, width=..., seed=..., value=..., **extra)``: ``spec`` is an
+    Call it as ``ntk_measure(spec, width=..., seed=..., value=..., **extra)``: ``spec`` is an
     :class:`ntkcheck.arch.ArchSpec` (its fields go into the record), ``value`` the metric (a
     finite float), ``extra`` further named builtin scalars (e.g. ``train_loss=0.01``). The
     record's ``arch_id`` is ``spec.arch_id``, with ``-practical`` appended in a claim test
@@ -174,7 +174,7 @@ class Recorder:
 
     def capped(self, spec: Any, sweep: Any, max_width: int | None,
                why: str = "") -> Iterator[tuple[int, int]]:
-        """The ``(width, seed)`` pairs of ``sweep`` up to ``max_width``; record the rest.
+        """The ``(width, seed)`` pairs of ``ntk_sweep`` up to ``max_width``; record the rest.
 
         ``for width, seed in measure.capped(spec, sweep, ntk_profile.cnn_max_width):`` runs
         the units at widths ``<= max_width`` and records each wider unit as not measured with
@@ -184,12 +184,12 @@ class Recorder:
 
         Args:
             spec: The architecture.
-            sweep: The ``sweep`` fixture (or any iterable of ``(width, seed)`` pairs).
+            sweep: The ``ntk_sweep`` fixture (or any iterable of ``(width, seed)`` pairs).
             max_width: The widest width to measure; None measures every width.
             why: Why the cap exists, appended to the record's ``reason``.
 
         Returns:
-            An iterator over the ``(width, seed)`` pairs to measure, in ``sweep``'s order.
+            An iterator over the ``(width, seed)`` pairs to measure, in ``ntk_sweep``'s order.
 
         """
         for width, seed in sweep:

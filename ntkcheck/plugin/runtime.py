@@ -1,7 +1,7 @@
 """Run-time safety of a claims run: time limits, signals, and records that survive a crash.
 
 * :class:`Deadline` and :class:`SweepStopped`: ``--ntk-timeout`` stops a claim's sweep between
-  units (checked at every ``measure`` call) or, on the main thread of a POSIX process, in the
+  units (checked at every ``ntk_measure`` call) or, on the main thread of a POSIX process, in the
   middle of a unit by ``SIGALRM``; the plugin keeps the finished units.
 * :func:`sigterm_as_interrupt`: ``SIGTERM`` is handled like Ctrl-C, so a killed run still
   writes its report, marked interrupted.
