@@ -37,6 +37,14 @@ layer computes ``h = weight_multiplier * (w x) + bias_multiplier * b``):
   ``(a, b, c) -> (a + theta, b - theta, c - 2 theta)`` (SGD; ``c - theta`` for Adam) to unit
   parameter variance (``b = 0``), which leaves the trained function unchanged.
 
+Layers. Every parameter sits in a plain ``nn.Linear`` or ``nn.Conv2d`` (or
+``nn.BatchNorm2d``); the multipliers are parameter-free :class:`Scale` modules around it
+(:class:`Dense`, :class:`Conv`), activations are :class:`Activation` and pooling
+``nn.AvgPool2d`` / :class:`GlobalAvgPool`. Tools that recognise only standard layers
+(curvlinops' K-FAC and GGN, laplace-torch's ``kron`` and ``full`` Laplace, the structured
+NTK engine) therefore see these networks as they are. Parameter names are
+``<index>.linear.weight`` / ``<index>.conv.bias`` and so on.
+
 Initialization always runs on the CPU in float64 from a ``torch.Generator`` seeded with the
 given seed, then moves to the requested device and dtype, so the same seed gives the same
 network on any device.
@@ -115,15 +123,126 @@ def _multipliers(
     return weight_std / math.sqrt(fan_in), bias_std, 1.0, 1.0
 
 
-class Dense(nn.Module):
-    """A fully connected layer with an explicit parametrization.
+class Scale(nn.Module):
+    """Multiply by a constant: ``y = factor * x``. Parameter-free.
 
-    Computes ``y = weight_multiplier * x @ weight.T + bias_multiplier * bias``.
+    The parametrizations' multipliers live in these modules, outside the ``nn.Linear`` /
+    ``nn.Conv2d`` that hold the parameters, so curvlinops (K-FAC, GGN), laplace-torch and
+    other tools that support only standard layers see standard layers.
+
+    Shapes: any input; the output has its shape and dtype.
+    """
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x * self.factor
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"{self.factor:.6g}"
+
+
+def _scales(weight_multiplier: float, bias_multiplier: float, bias: bool) -> tuple[float, float]:
+    """Return ``(a, c)`` with ``c * (W (a x) + b) = m_w W x + m_b b``.
+
+    Without a trainable bias (or with ``m_b = 0``): ``a = 1``, ``c = m_w``.
+    """
+    if bias and bias_multiplier != 0:
+        return weight_multiplier / bias_multiplier, bias_multiplier
+    return 1.0, weight_multiplier
+
+
+class _Scaled(nn.Sequential):
+    """``scale_in``, a standard layer, ``scale_out``: ``m_w * (W x) + m_b * b``.
+
+    Computed as ``c * (W (a x) + b)`` with ``a = m_w / m_b`` and ``c = m_b`` (see
+    :class:`Dense`).
+    """
+
+    layer: nn.Module
+
+    def _init(self, layer: nn.Module, fan_in: int, *, bias: bool, weight_std: float,
+              bias_std: float, parametrization: str, generator: torch.Generator,
+              role: str) -> None:
+        wm, bm, wstd, bstd = _multipliers(parametrization, role, fan_in, weight_std, bias_std)
+        # Same draws, in the same order, as before the layers were standard ones: weight, bias.
+        w = torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64)
+        b = torch.randn(layer.weight.shape[0], generator=generator, dtype=torch.float64) \
+            if bias else None
+        with torch.no_grad():
+            layer.weight.copy_(w * wstd)
+            if layer.bias is not None:
+                if bm == 0:  # no effect on the function or its gradients: a frozen zero
+                    layer.bias.zero_()
+                    layer.bias.requires_grad_(False)
+                else:
+                    layer.bias.copy_(b * bstd)
+        a, c = _scales(wm, bm, layer.bias is not None and bm != 0)
+        self.add_module("scale_in", Scale(a))
+        self.add_module(self._layer_name, layer)
+        self.add_module("scale_out", Scale(c))
+        self.parametrization = parametrization
+        self.role = role
+        self._bias_multiplier = float(bm)
+
+    _layer_name = "layer"
+
+    @property
+    def inner(self) -> nn.Module:
+        """The standard layer (``nn.Linear`` or ``nn.Conv2d``) holding the parameters."""
+        return getattr(self, self._layer_name)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The stored weight (the standard layer's)."""
+        return self.inner.weight
+
+    @property
+    def bias(self) -> nn.Parameter | None:
+        """The stored, trainable bias, or None.
+
+        None without a bias, or with ``bias_std = 0`` under a multiplier parametrization,
+        where the bias is a frozen zero.
+        """
+        b = self.inner.bias
+        return b if b is not None and b.requires_grad else None
+
+    @property
+    def weight_multiplier(self) -> float:
+        """``m_w``: the output is ``m_w * (W x) + m_b * b``."""
+        return self.scale_in.factor * self.scale_out.factor
+
+    @property
+    def bias_multiplier(self) -> float:
+        """``m_b`` of the parametrization (also without a bias, where it has no effect)."""
+        return self._bias_multiplier
+
+    def set_multipliers(self, weight_multiplier: float, bias_multiplier: float) -> None:
+        """Set ``m_w`` and ``m_b`` (the stored parameters are left as they are)."""
+        a, c = _scales(weight_multiplier, bias_multiplier, self.bias is not None)
+        self.scale_in.factor, self.scale_out.factor = a, c
+        self._bias_multiplier = float(bias_multiplier)
+
+
+class Dense(_Scaled):
+    """A fully connected layer with an explicit parametrization, made of standard modules.
+
+    Computes ``y = weight_multiplier * x @ weight.T + bias_multiplier * bias`` as
+    ``Scale(c)(nn.Linear(Scale(a)(x)))`` with ``a = weight_multiplier / bias_multiplier`` and
+    ``c = bias_multiplier`` (``a = 1``, ``c = weight_multiplier`` without a bias), so the
+    parameters sit in a plain ``nn.Linear`` (child ``linear``; parameter names
+    ``linear.weight``, ``linear.bias``) and curvlinops' K-FAC / laplace-torch's ``kron``
+    apply (a subclass of ``nn.Linear`` with a custom ``forward`` would be accepted by
+    curvlinops and give a wrong K-FAC). Gradients are those of the multiplier form:
+    ``d y / d weight = weight_multiplier * x`` and ``d y / d bias = bias_multiplier``.
     Under ``"ntk"`` the multipliers are ``sigma_w / sqrt(fan_in)`` and ``sigma_b`` and the
     parameters are standard normal; under ``"standard"`` both multipliers are 1 and the
     parameters carry the scales; under ``"mup"`` as ``"ntk"``, except that a layer with
     ``role="readout"`` has ``weight_multiplier = sigma_w / fan_in`` (see the module docstring
-    for the sources). Kernel code may rely on these two attributes.
+    for the sources). With a bias and ``bias_std = 0`` under ``"ntk"``/``"mup"`` the bias
+    has multiplier 0 (no effect on the function or the NTK): it is stored as a frozen zero.
 
     Shapes: input ``(N, in_features)``, output ``(N, out_features)``; parameters are float64
     until the module is moved.
@@ -132,6 +251,8 @@ class Dense(nn.Module):
         ValueError: On an unknown parametrization or role.
 
     """
+
+    _layer_name = "linear"
 
     def __init__(
         self,
@@ -146,52 +267,32 @@ class Dense(nn.Module):
         role: str = "hidden",
     ) -> None:
         super().__init__()
+        layer = nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias,
+                                   dtype=torch.float64)  # no draw from the global RNG
+        self._init(layer, in_features, bias=bias, weight_std=weight_std, bias_std=bias_std,
+                   parametrization=parametrization, generator=generator, role=role)
         self.in_features = in_features
         self.out_features = out_features
-        self.parametrization = parametrization
-        self.role = role
-        wm, bm, wstd, bstd = _multipliers(parametrization, role, in_features, weight_std, bias_std)
-        w = torch.randn(out_features, in_features, generator=generator, dtype=torch.float64)
-        b = torch.randn(out_features, generator=generator, dtype=torch.float64) if bias else None
-        self.weight_multiplier = wm
-        self.bias_multiplier = bm
-        self.weight = nn.Parameter(w * wstd)
-        self.bias = nn.Parameter(b * bstd) if b is not None else None
 
     @property
     def fan_in(self) -> int:
         """Number of inputs of one unit (``in_features``)."""
         return self.in_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        y = nn.functional.linear(x, self.weight) * self.weight_multiplier
-        if self.bias is not None:
-            y = y + self.bias_multiplier * self.bias
-        return y
 
-    def extra_repr(self) -> str:  # noqa: D102
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, weight_multiplier={self.weight_multiplier:.4g}, "
-            f"role={self.role}"
-        )
-
-
-class Conv(nn.Module):
+class Conv(_Scaled):
     """A 2-d convolution (stride 1, "same" zero padding) with an explicit parametrization.
 
     Computes ``y = weight_multiplier * conv2d(x, weight, padding=padding) +
     bias_multiplier * bias[:, None, None]`` with ``padding = (kh // 2, kw // 2)`` (odd kernels,
-    so this is ``padding="same"``), the same convention as :class:`Dense` with
+    so this is ``padding="same"``), made of standard modules as :class:`Dense` is (a plain
+    ``nn.Conv2d``, child ``conv``, between two :class:`Scale` s), with
     ``fan_in = in_channels * kh * kw``: under ``"ntk"`` (Jacot et al. 2018; for convolutions
     Arora et al. 2019, "On exact computation with an infinitely wide neural net", eq. 7) the
     parameters are standard normal, ``weight_multiplier = sigma_w / sqrt(fan_in)`` and
     ``bias_multiplier = sigma_b``; under ``"standard"`` both multipliers are 1 and
     ``weight ~ N(0, sigma_w**2 / fan_in)``, ``bias ~ N(0, sigma_b**2)``; ``"mup"`` is as
-    ``"ntk"`` (convolutions are never read-outs here). Kernel code may rely on
-    ``weight_multiplier``, ``bias_multiplier`` and the ``nn.Conv2d``-style attributes
-    ``kernel_size``, ``stride = (1, 1)``, ``padding`` (a pair of ints), ``dilation = (1, 1)``,
-    ``groups = 1`` and ``padding_mode = "zeros"``.
+    ``"ntk"`` (convolutions are never read-outs here).
 
     Shapes: input ``(N, in_channels, H, W)``, output ``(N, out_channels, H, W)``; ``weight``
     is ``(out_channels, in_channels, kh, kw)``, ``bias`` is ``(out_channels,)``.
@@ -202,10 +303,7 @@ class Conv(nn.Module):
 
     """
 
-    stride = (1, 1)
-    dilation = (1, 1)
-    groups = 1
-    padding_mode = "zeros"
+    _layer_name = "conv"
 
     def __init__(
         self,
@@ -223,38 +321,20 @@ class Conv(nn.Module):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
+        layer = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, kernel_size,
+                                   padding=kernel_size // 2, bias=bias, dtype=torch.float64)
+        self._init(layer, in_channels * kernel_size**2, bias=bias, weight_std=weight_std,
+                   bias_std=bias_std, parametrization=parametrization, generator=generator,
+                   role=role)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = (kernel_size, kernel_size)
         self.padding = (kernel_size // 2, kernel_size // 2)  # "same" for odd kernels
-        self.parametrization = parametrization
-        self.role = role
-        wm, bm, wstd, bstd = _multipliers(parametrization, role, self.fan_in, weight_std, bias_std)
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
-        w = torch.randn(shape, generator=generator, dtype=torch.float64)
-        b = torch.randn(out_channels, generator=generator, dtype=torch.float64) if bias else None
-        self.weight_multiplier = wm
-        self.bias_multiplier = bm
-        self.weight = nn.Parameter(w * wstd)
-        self.bias = nn.Parameter(b * bstd) if b is not None else None
 
     @property
     def fan_in(self) -> int:
         """Number of inputs of one unit (``in_channels * kh * kw``)."""
         return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        y = nn.functional.conv2d(x, self.weight, padding=self.padding) * self.weight_multiplier
-        if self.bias is not None:
-            y = y + self.bias_multiplier * self.bias[:, None, None]
-        return y
-
-    def extra_repr(self) -> str:  # noqa: D102
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"padding={self.padding}, bias={self.bias is not None}, "
-            f"weight_multiplier={self.weight_multiplier:.4g}, role={self.role}"
-        )
 
 
 class GlobalAvgPool(nn.Module):
@@ -466,7 +546,8 @@ class ArchSpec:
 
         Returns:
             A ``torch.nn.Module`` in eval mode mapping ``(N, *input_shape)`` to
-            ``(N, out_features)``. Its :class:`Dense` / :class:`Conv` layers carry a ``role``
+            ``(N, out_features)``. Its :class:`Dense` / :class:`Conv` layers (a plain
+            ``nn.Linear`` / ``nn.Conv2d`` between two :class:`Scale` s) carry a ``role``
             (``"input"``, ``"hidden"`` or ``"readout"``) used by :func:`param_groups`.
 
         Raises:
@@ -599,9 +680,9 @@ def param_groups(model: nn.Module, lr: float, optimizer: str = "sgd") -> list[di
     for m in model.modules():
         if isinstance(m, (Dense, Conv)):
             ws, bs = _lr_scales(m, opt)
-            scales[id(m.weight)] = ws
-            if m.bias is not None:
-                scales[id(m.bias)] = bs
+            scales[id(m.inner.weight)] = ws
+            if m.inner.bias is not None:  # a frozen zero bias (bias_std = 0) included
+                scales[id(m.inner.bias)] = bs
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             s = float(m.num_features) if mup and opt == "sgd" else 1.0
             for p in m.parameters(recurse=False):

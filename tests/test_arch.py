@@ -19,6 +19,8 @@ from ntkcheck.arch import (
     BasicBlock,
     Conv,
     Dense,
+    GlobalAvgPool,
+    Scale,
     param_groups,
 )
 
@@ -201,8 +203,10 @@ def test_conv_convention_under_ntk(bias):
     g = torch.Generator().manual_seed(0)
     conv = Conv(16, 64, 3, bias=bias, weight_std=2.0, bias_std=0.3, parametrization="ntk",
                 generator=g)
-    assert conv.fan_in == 16 * 9 and conv.stride == (1, 1) and conv.padding == (1, 1)
-    assert conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+    assert conv.fan_in == 16 * 9 and conv.padding == (1, 1)
+    inner = conv.inner  # a plain nn.Conv2d: "same" zero padding, stride 1, one group
+    assert type(inner) is nn.Conv2d and inner.stride == (1, 1) and inner.padding == (1, 1)
+    assert inner.dilation == (1, 1) and inner.groups == 1 and inner.padding_mode == "zeros"
     assert conv.weight_multiplier == pytest.approx(2.0 / math.sqrt(16 * 9))
     assert conv.bias_multiplier == 0.3
     assert conv.weight.std().item() == pytest.approx(1.0, abs=0.03)  # standard normal
@@ -352,11 +356,11 @@ def test_param_groups_mup_mlp_table():
     model = ArchSpec(depth=2, parametrization="mup").with_width(64).build(
         seed=0, input_shape=8, out_features=3)
     assert _lrs(model, 0.1, "sgd") == pytest.approx({
-        "1.weight": 6.4, "1.bias": 6.4, "3.weight": 6.4, "3.bias": 6.4,
-        "5.weight": 6.4, "5.bias": 0.1})
+        "1.linear.weight": 6.4, "1.linear.bias": 6.4, "3.linear.weight": 6.4,
+        "3.linear.bias": 6.4, "5.linear.weight": 6.4, "5.linear.bias": 0.1})
     assert _lrs(model, 0.1, "adam") == pytest.approx({
-        "1.weight": 0.1, "1.bias": 0.1, "3.weight": 0.1 / 8, "3.bias": 0.1,
-        "5.weight": 0.1, "5.bias": 0.1})
+        "1.linear.weight": 0.1, "1.linear.bias": 0.1, "3.linear.weight": 0.1 / 8,
+        "3.linear.bias": 0.1, "5.linear.weight": 0.1, "5.linear.bias": 0.1})
     assert _lrs(model, 0.1, "adamw") == _lrs(model, 0.1, "adam")
 
 
@@ -364,9 +368,10 @@ def test_param_groups_mup_conv_and_batchnorm():
     model = ArchSpec("cnn", depth=2, parametrization="mup", batchnorm=True).with_width(
         16).build(seed=0, input_shape=(3, 8, 8))
     sgd, adam = _lrs(model, 1.0, "sgd"), _lrs(model, 1.0, "adam")
-    assert sgd["0.weight"] == 16 and sgd["1.weight"] == 16  # input conv, BatchNorm scale
-    assert sgd["3.weight"] == 16 and adam["3.weight"] == pytest.approx(1 / 12)  # fan_in 144
-    assert sgd["7.bias"] == 1.0 and adam["0.weight"] == 1.0
+    assert sgd["0.conv.weight"] == 16 and sgd["1.weight"] == 16  # input conv, BatchNorm scale
+    assert sgd["3.conv.weight"] == 16
+    assert adam["3.conv.weight"] == pytest.approx(1 / 12)  # fan_in 144
+    assert sgd["7.linear.bias"] == 1.0 and adam["0.conv.weight"] == 1.0
 
 
 def test_param_groups_mup_depth_one_cnn():
@@ -374,8 +379,8 @@ def test_param_groups_mup_depth_one_cnn():
     at ``lr * width``, read-out bias at ``lr``; the read-out multiplier is ``1 / width``."""
     net = ArchSpec("cnn", depth=1, activation="erf", parametrization="mup").with_width(
         16).build(seed=0, input_shape=(1, 8, 8))
-    assert _lrs(net, 0.1, "sgd") == pytest.approx({"0.weight": 1.6, "0.bias": 1.6,
-                                                   "3.weight": 1.6, "3.bias": 0.1})
+    assert _lrs(net, 0.1, "sgd") == pytest.approx({
+        "0.conv.weight": 1.6, "0.conv.bias": 1.6, "3.linear.weight": 1.6, "3.linear.bias": 0.1})
     assert net[3].weight_multiplier == pytest.approx(1 / 16)
 
 
@@ -389,3 +394,163 @@ def test_param_groups_work_with_torch_optimizers_and_errors():
         param_groups(model, 0.0)
     with pytest.raises(ValueError, match="needs a network built by ArchSpec.build"):
         param_groups(nn.Sequential(nn.Linear(2, 2)), 0.1)
+
+
+# --- standard layers ---------------------------------------------------------------------------
+
+
+_PARAMETER_FREE = (nn.Flatten, nn.Identity, nn.AvgPool2d, nn.Sequential, Activation)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
+def test_parameters_sit_in_standard_layers_only(family, parametrization):
+    """Every module holding a parameter is exactly nn.Linear, nn.Conv2d or nn.BatchNorm2d
+    (not a subclass); the rest is parameter-free."""
+    model = ArchSpec(family, depth=2, parametrization=parametrization,
+                     batchnorm=family == "resnet").with_width(4).build(
+        seed=0, input_shape=SHAPES[family])
+    for m in model.modules():
+        if any(True for _ in m.parameters(recurse=False)):
+            assert type(m) in (nn.Linear, nn.Conv2d, nn.BatchNorm2d), type(m)
+        else:
+            assert isinstance(m, (*_PARAMETER_FREE, Dense, Conv, BasicBlock, Scale,
+                                  GlobalAvgPool)), type(m)
+
+
+def _multiplier_forward(model: nn.Module, params: dict, x: torch.Tensor) -> torch.Tensor:
+    """The network written out in the multiplier form ``m_w (W x) + m_b b`` (the layers'
+    definition in the module docstring), from ``params`` by name: an independent forward."""
+
+    def layer(name: str, m, h):
+        w = params[f"{name}.{m._layer_name}.weight"]
+        b = params.get(f"{name}.{m._layer_name}.bias") if m.bias is not None else None
+        if isinstance(m, Dense):
+            y = m.weight_multiplier * (h @ w.T)
+            return y if b is None else y + m.bias_multiplier * b
+        y = m.weight_multiplier * nn.functional.conv2d(h, w, padding=m.padding)
+        return y if b is None else y + m.bias_multiplier * b[:, None, None]
+
+    def run(prefix: str, mod: nn.Module, h):
+        if isinstance(mod, (Dense, Conv)):
+            return layer(prefix, mod, h)
+        if isinstance(mod, BasicBlock):
+            t = mod.act(run(f"{prefix}.conv1", mod.conv1, h))
+            t = run(f"{prefix}.conv2", mod.conv2, t)
+            s = h if isinstance(mod.shortcut, nn.Identity) else run(
+                f"{prefix}.shortcut", mod.shortcut, h)
+            return mod.act(s + t)
+        if isinstance(mod, nn.Sequential):
+            for i, child in enumerate(mod):
+                h = run(f"{prefix}.{i}" if prefix else str(i), child, h)
+            return h
+        return mod(h)
+
+    return run("", model, x)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_standard_layers_compute_the_multiplier_form(family, parametrization, bias):
+    """Same function and same parameter Jacobian (hence the same empirical NTK and GGN) as
+    the multiplier form the parametrizations are defined by."""
+    spec = ArchSpec(family, depth=2, parametrization=parametrization, bias=bias,
+                    weight_std=1.4, bias_std=0.3)
+    model = spec.with_width(5).build(seed=2, input_shape=SHAPES[family], out_features=2)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x = _inputs(SHAPES[family], n=3)
+    torch.testing.assert_close(model(x), _multiplier_forward(model, params, x),
+                               rtol=1e-13, atol=1e-15)
+    jac = jacrev(lambda p: functional_call(model, p, (x,)))(params)
+    ref = jacrev(lambda p: _multiplier_forward(model, p, x))(params)
+    for name in params:
+        torch.testing.assert_close(jac[name], ref[name], rtol=1e-12, atol=1e-14)
+
+
+def test_zero_bias_std_is_a_frozen_zero_bias():
+    """``bias_std = 0`` under "ntk": the bias has multiplier 0, so it cannot move the function
+    or enter the NTK; it is stored as a frozen zero (under "standard" it is trainable)."""
+    ntk = ArchSpec(depth=1, bias_std=0.0).with_width(4).build(seed=0, input_shape=3)
+    assert ntk[1].bias is None and ntk[1].bias_multiplier == 0.0
+    assert not ntk[1].inner.bias.requires_grad and not ntk[1].inner.bias.any()
+    assert len(param_groups(ntk, 0.1)) == len(list(ntk.parameters()))
+    std = ArchSpec(depth=1, bias_std=0.0, parametrization="standard").with_width(4).build(
+        seed=0, input_shape=3)
+    assert std[1].bias is not None and std[1].bias.requires_grad
+    x = _inputs((3,))
+    torch.testing.assert_close(ntk(x), std(x))
+
+
+def test_building_does_not_draw_from_the_global_rng():
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    ArchSpec("resnet", depth=1).with_width(4).build(seed=0, input_shape=IMAGE)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_set_multipliers_keeps_the_stored_parameters():
+    g = torch.Generator().manual_seed(0)
+    layer = Dense(3, 2, bias=True, weight_std=1.0, bias_std=0.5, parametrization="ntk",
+                  generator=g)
+    w = layer.weight.detach().clone()
+    layer.set_multipliers(2.0, 3.0)
+    assert (layer.weight_multiplier, layer.bias_multiplier) == pytest.approx((2.0, 3.0))
+    x = _inputs((3,))
+    torch.testing.assert_close(layer(x), 2.0 * x @ w.T + 3.0 * layer.bias.detach())
+
+
+# --- curvlinops sees standard layers -----------------------------------------------------------
+
+
+def _kfac_and_ggn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """Dense K-FAC (type-2 Fisher: exact for MSE, weight and bias in one factor) and exact
+    GGN of the summed squared error, float64, ``(P, P)`` each."""
+    curvlinops = pytest.importorskip("curvlinops")
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = nn.MSELoss(reduction="sum")
+    eye = torch.eye(sum(p.numel() for p in params), dtype=torch.float64)
+    kfac = curvlinops.KFACLinearOperator(model, loss, params, [(x, y)], fisher_type="type-2",
+                                         separate_weight_and_bias=False)
+    ggn = curvlinops.GGNLinearOperator(model, loss, params, [(x, y)])
+    return kfac @ eye, ggn @ eye
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
+
+
+def test_kfac_equals_the_exact_ggn_of_one_ntk_layer():
+    """One NTK-parametrized layer under MSE: the output's gradient w.r.t. the layer output is
+    the same (the scale) for every sample, so K-FAC's Kronecker product is exact (Martens &
+    Grosse 2015, sec. 3, whose approximation assumes only that independence)."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(Dense(3, 2, bias=True, weight_std=1.3, bias_std=0.4,
+                                parametrization="ntk", generator=g, role="readout"))
+    x, y = _inputs((3,), n=7), _inputs((2,), n=7, seed=5)
+    kfac, ggn = _kfac_and_ggn(model, x, y)
+    assert _rel(kfac, ggn) < 1e-12
+
+
+def test_kfac_is_exact_on_the_readout_block_only():
+    """A depth-1 ReLU MLP: K-FAC's read-out block is the GGN's (same argument), the hidden
+    layer's is not (its output gradients depend on the sample) nor the cross blocks: K-FAC
+    is an approximation there, which this test also sees."""
+    model = ArchSpec(depth=1).with_width(4).build(seed=0, input_shape=3, out_features=2)
+    x, y = _inputs((3,), n=7), _inputs((2,), n=7, seed=5)
+    kfac, ggn = _kfac_and_ggn(model, x, y)
+    hidden = 4 * 3 + 4  # 1.linear.weight, 1.linear.bias come first
+    assert _rel(kfac[hidden:, hidden:], ggn[hidden:, hidden:]) < 1e-12
+    assert _rel(kfac[:hidden, :hidden], ggn[:hidden, :hidden]) > 1e-3
+    assert _rel(kfac, ggn) > 1e-3
+
+
+def test_kfac_accepts_the_cnn_and_its_readout_block_is_exact():
+    model = ArchSpec("cnn", depth=1).with_width(3).build(seed=0, input_shape=(1, 5, 5),
+                                                         out_features=2)
+    x, y = _inputs((1, 5, 5), n=7), _inputs((2,), n=7, seed=5)
+    kfac, ggn = _kfac_and_ggn(model, x, y)
+    conv = 3 * 9 + 3
+    assert _rel(kfac[conv:, conv:], ggn[conv:, conv:]) < 1e-12
+    torch.testing.assert_close(kfac, kfac.T)
+    assert float(torch.linalg.eigvalsh(kfac)[0]) > -1e-10 * float(kfac.diagonal().max())

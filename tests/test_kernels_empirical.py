@@ -229,7 +229,7 @@ def test_auto_plan_prefers_structured_for_wide_networks(data):
     model = ArchSpec(depth=2).with_width(512).build(seed=0, input_shape=(3, 4), out_features=4)
     plan = plan_empirical_ntk(model, x1, output="full")
     assert plan.implementation == "structured"
-    assert plan.structured_layers == ["1", "3", "5"]
+    assert plan.structured_layers == ["1.linear", "3.linear", "5.linear"]
     n_params = sum(p.numel() for p in model.parameters())
     # The Jacobian alone is N * O * P float64 numbers; structured needs far less.
     assert plan.estimated_bytes["jacobian"] >= 5 * 4 * n_params * 8

@@ -125,7 +125,7 @@ def test_frozen_parameters_stay_fixed_and_no_trainable_is_an_error(data):
     net = _net(depth=1)
     net[1].weight.requires_grad_(False)
     lin = LinearizedModel(net)
-    assert "1.weight" not in lin.names and len(list(lin.parameters())) == 3
+    assert "1.linear.weight" not in lin.names and len(list(lin.parameters())) == 3
     torch.testing.assert_close(lin(x), net(x))
     for p in net.parameters():
         p.requires_grad_(False)

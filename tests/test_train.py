@@ -154,7 +154,7 @@ def test_param_groups_give_per_layer_rates(ntk_digits):
     train(net, x, y, lr=1e-3, steps=1, params=groups)
     moved = {n: float((p.detach() - before[n]).norm()) for n, p in net.named_parameters()}
     assert all(v > 0 for v in moved.values())
-    assert {g["name"]: g["lr"] for g in groups}["1.weight"] == pytest.approx(1e-3 * 32)
+    assert {g["name"]: g["lr"] for g in groups}["1.linear.weight"] == pytest.approx(1e-3 * 32)
 
 
 def test_steps_for_time_and_argument_checks(ntk_digits):
@@ -193,7 +193,7 @@ def test_kernel_lr(ntk_digits):
         gram = empirical_ntk(net_ntk, x) / out
         assert lr_mup == pytest.approx(0.5 * len(x) / float(torch.linalg.eigvalsh(gram)[-1]),
                                        rel=1e-10)
-        assert {g["name"]: g["lr"] for g in groups}["1.weight"] == pytest.approx(lr_mup * 64)
+        assert {g["name"]: g["lr"] for g in groups}["1.linear.weight"] == pytest.approx(lr_mup * 64)
     cnn = ArchSpec(family="cnn", depth=1, activation="erf")  # the CNTK's largest eigenvalue
     lr_cnn, params = kernel_lr(cnn.with_width(16), cnn.with_width(16).build(
         seed=0, input_shape=(1, 8, 8)), x[:8])

@@ -62,7 +62,7 @@ def test_centered_network_is_zero_at_init_and_exposes_only_the_model_parameters(
     theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     assert torch.equal(net.initial_parameters, theta0)
     with torch.no_grad():
-        model[-1].bias += 1.0  # moving theta moves f, the frozen copy stays
+        model[-1].bias.add_(1.0)  # moving theta moves f, the frozen copy stays
     assert torch.allclose(net(x), torch.full((5, 1), model[-1].bias_multiplier,
                                              dtype=torch.float64))
 
@@ -284,3 +284,49 @@ def test_overconfident_predictive_fails_the_calibration_claim(pytester, scale, p
     result.assert_outcomes(passed=int(passes), failed=int(not passes))
     if not passes:
         result.stdout.fnmatch_lines(["*fails at every width up to 512*"])
+
+
+# --- laplace-torch's kron and full Laplace on the built-in families -----------------------------
+
+
+def test_kron_laplace_is_the_full_laplace_for_one_ntk_layer():
+    """One bias-free NTK-parametrized layer under a Gaussian likelihood: its K-FAC is its exact
+    GGN, so laplace-torch's kron posterior (and predictive, and evidence) is the full one."""
+    from torch import nn
+
+    from ntkcheck.arch import Dense
+
+    gen = torch.Generator().manual_seed(0)
+    net = nn.Sequential(Dense(3, 2, bias=False, weight_std=1.3, bias_std=0.4,
+                              parametrization="ntk", generator=gen, role="readout"))
+    x = torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(12, 2, generator=gen, dtype=torch.float64)
+    kw = dict(likelihood="regression", prior_precision=2.0, sigma_noise=0.5)
+    kron = fit_laplace(net, x, y, hessian_structure="kron", **kw)
+    full = fit_laplace(net, x, y, hessian_structure="full", **kw)
+    assert (type(kron).__name__, type(full).__name__) == ("KronLaplace", "FullLaplace")
+    a, b = lla_predictive(kron, x[:4]), lla_predictive(full, x[:4])
+    torch.testing.assert_close(a.covariance, b.covariance, rtol=1e-6, atol=0)
+    assert kron.log_marginal_likelihood().item() == pytest.approx(
+        full.log_marginal_likelihood().item(), rel=1e-8)
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
+@pytest.mark.parametrize("structure", ["kron", "full"])
+def test_kron_and_full_laplace_fit_the_built_in_networks(family, structure):
+    """No private hook: laplace-torch's own KronLaplace / FullLaplace with its curvlinops
+    backend, on an MLP and a CNN of ntkcheck.arch (trained to their MAP first)."""
+    data = load_dataset("digits", n=20, seed=0)
+    shape = data.input_shape if family == "mlp" else (1, 8, 8)
+    x = data.x.reshape(len(data.x), *shape)
+    net = CenteredNetwork(ArchSpec(family, depth=1).with_width(4).build(
+        seed=0, input_shape=shape, out_features=data.n_classes))
+    fit_map(net, x, data.y, likelihood="classification", prior_mean=net.initial_parameters,
+            max_iter=50)
+    la = fit_laplace(net, x, data.y, likelihood="classification", hessian_structure=structure,
+                     prior_mean=net.initial_parameters)
+    assert type(la).__name__ == {"kron": "KronLaplace", "full": "FullLaplace"}[structure]
+    pred = lla_predictive(la, x[:5])
+    assert pred.variance.shape == (5, data.n_classes)
+    assert bool(torch.isfinite(pred.variance).all()) and bool((pred.variance > 0).all())
+    assert math.isfinite(la.log_marginal_likelihood().item())

@@ -148,16 +148,21 @@ def lr_weighted_ntk(model: nn.Module, x: torch.Tensor, groups: list[dict],
     twin = copy.deepcopy(model)
     for orig, mod in zip(model.modules(), twin.modules()):
         if isinstance(orig, (Dense, Conv)):
-            for attr, mult in (("weight", "weight_multiplier"), ("bias", "bias_multiplier")):
+            factors = []
+            for attr in ("weight", "bias"):
                 p = getattr(orig, attr)
                 if p is None:
+                    factors.append(1.0)
                     continue
                 if id(p) not in scale:
                     raise ValueError(f"no learning rate given for a {attr} of {orig!r}")
                 s = scale.pop(id(p)) ** 0.5
-                setattr(mod, mult, getattr(mod, mult) * s)
+                factors.append(s)
                 with torch.no_grad():
                     getattr(mod, attr).div_(s)
-    if scale:
+            mod.set_multipliers(orig.weight_multiplier * factors[0],
+                                orig.bias_multiplier * factors[1])
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    if set(scale) - frozen:
         raise ValueError("groups name parameters outside the model's Dense/Conv layers")
     return empirical_ntk(twin, x)

@@ -59,15 +59,11 @@ class LayerInfo:
 
 
 def _dense_classes() -> tuple[type, ...]:
-    from ntkcheck import arch
-
-    return (nn.Linear, arch.Dense)
+    return (nn.Linear,)
 
 
 def _conv_classes() -> tuple[type, ...]:
-    from ntkcheck import arch
-
-    return (nn.Conv2d, arch.Conv)
+    return (nn.Conv2d,)
 
 
 def _owns_forward(module: nn.Module, classes: tuple[type, ...]) -> type | None:
@@ -99,10 +95,10 @@ def _conv_unfold_kwargs(module: nn.Module) -> dict | None:
 def supported_layers(model: nn.Module) -> dict[str, LayerInfo]:
     """Modules whose parameters the structured implementation handles without a Jacobian.
 
-    A module qualifies if it is an ``nn.Linear``, ``nn.Conv2d`` (zero padding, one group, no
-    string padding other than ``"valid"``) or an :class:`ntkcheck.arch.Dense` /
-    :class:`ntkcheck.arch.Conv` (whose ``weight_multiplier``/``bias_multiplier`` are read),
-    uses its class's own ``forward``, has no parameters besides ``weight`` and ``bias``, and
+    A module qualifies if it is an ``nn.Linear`` or ``nn.Conv2d`` (zero padding, one group, no
+    string padding other than ``"valid"``; the layers of :mod:`ntkcheck.arch` are these, with
+    their multipliers in parameter-free modules around them), uses its class's own ``forward``,
+    has no parameters besides ``weight`` and ``bias``, and
     shares none of them with another module. Call counts are checked separately.
 
     Args:

@@ -23,9 +23,11 @@ networks of at most :data:`FULL_MAX_PARAMS` parameters, ``"gp"`` (laplace-torch'
 :func:`ntkcheck.kernels.empirical_ntk` instead of materialized Jacobians) above. For
 classification laplace-torch's function-space form uses the diagonal of the likelihood
 Hessian ``Lambda`` (its documented approximation).
-laplace-torch's ``"kron"`` (KFAC) does not apply: curvlinops' KFAC supports only
-``nn.Linear``/``nn.Conv2d`` layers, not the parametrized layers of :mod:`ntkcheck.arch`, and
-its ``width x width`` Kronecker factors would need ``O(width^3)`` eigendecompositions.
+``hessian_structure="kron"`` is laplace-torch's K-FAC Laplace (Ritter, Botev & Barber 2018,
+"A scalable Laplace approximation for neural networks"; through curvlinops' K-FAC): an
+approximation of the GGN, exact for one layer under MSE, which applies to the networks of
+:mod:`ntkcheck.arch` because their parameters sit in plain ``nn.Linear``/``nn.Conv2d``
+layers; its ``width x width`` Kronecker factors need ``O(width^3)`` eigendecompositions.
 :func:`tune_hyperparameters` sets the prior precision (and, for regression, the noise) by
 maximizing laplace-torch's Laplace marginal likelihood.
 
@@ -76,7 +78,7 @@ LAPLACE_INSTALL = (
 )
 LIKELIHOODS = ("regression", "classification")
 #: Hessian structures accepted by :func:`fit_laplace`.
-STRUCTURES = ("auto", "full", "gp")
+STRUCTURES = ("auto", "full", "kron", "gp")
 #: ``hessian_structure="auto"`` uses ``"full"`` up to this many parameters, ``"gp"`` above.
 FULL_MAX_PARAMS = 1000
 
@@ -351,7 +353,8 @@ def fit_laplace(
         x: ``(N, ...)`` training inputs.
         y: ``(N, O)`` float targets (regression) or ``(N,)`` int64 labels (classification).
         likelihood: ``"regression"`` or ``"classification"``.
-        hessian_structure: ``"full"``, ``"gp"`` (function space: laplace-torch's
+        hessian_structure: ``"full"``, ``"kron"`` (K-FAC, module docstring), ``"gp"``
+            (function space: laplace-torch's
             ``FunctionalLaplace`` on all ``N`` points, no subset of data, with its kernel
             blocks from ntkcheck's NTK engine, see :func:`_functional_laplace_class`) or
             ``"auto"`` (``"full"`` up to :data:`FULL_MAX_PARAMS` parameters).
@@ -364,7 +367,8 @@ def fit_laplace(
             Jacot et al. 2018, Theorem 1), which divides the kernel cost by ``O``.
 
     Returns:
-        The fitted laplace-torch object (``FullLaplace`` or a ``FunctionalLaplace``).
+        The fitted laplace-torch object (``FullLaplace``, ``KronLaplace`` or a
+        ``FunctionalLaplace``).
 
     Raises:
         LaplaceNotInstalled: Without laplace-torch.
@@ -384,9 +388,9 @@ def fit_laplace(
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
     kwargs = dict(sigma_noise=sigma_noise, prior_precision=prior_precision,
                   prior_mean=prior_mean, backend=CurvlinopsGGN)
-    if hessian_structure == "full":
+    if hessian_structure in ("full", "kron"):
         la = laplace.Laplace(model, likelihood, subset_of_weights="all",
-                             hessian_structure="full", **kwargs)
+                             hessian_structure=hessian_structure, **kwargs)
     else:
         cls = _functional_laplace_class()
         la = cls(model, likelihood, n_subset=len(x), independent_outputs=independent_outputs,
