@@ -311,3 +311,27 @@ def test_quadrature_dual_under_autograd_keeps_only_its_inputs():
         torch.testing.assert_close(k.detach(), analytic_kernels(
             ArchSpec(depth=3, activation="tanh", bias_std=0.5), x.detach()).ntk, rtol=1e-13,
             atol=0)
+
+@pytest.mark.parametrize("kw", [
+    dict(depth=2, activation="relu", pool=True, bias=True),
+    dict(depth=3, activation="erf", pool=False, bias=True),
+    dict(depth=2, activation="leaky_relu", pool=False, bias=False, parametrization="standard"),
+], ids=["relu-pool", "erf", "leaky-standard"])
+def test_cntk_fast_path_equals_the_differentiable_path(kw):
+    """The no-autograd path (pair layout, in-place window sums, blocked dual) against the
+    differentiable one (a padded slice per kernel offset), on non-square images, x2 given."""
+    from ntkcheck.kernels.cntk import cnn_kernels
+
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.randn(3, 2, 6, 4, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(2, 2, 6, 4, generator=gen, dtype=torch.float64)
+    slope = 0.1 if kw["activation"] == "leaky_relu" else None
+    args = dict(depth=kw["depth"], dual=get_dual(kw["activation"], slope=slope),
+                weight_std=1.3, bias_std=0.2, bias=kw["bias"],
+                parametrization=kw.get("parametrization", "ntk"), width=7, pool=kw["pool"])
+    for second in (None, x2):
+        fast = cnn_kernels(x1, second, **args)
+        ref = cnn_kernels(x1.clone().requires_grad_(True),
+                          None if second is None else second, **args)
+        for f, r in zip(fast, ref, strict=True):
+            torch.testing.assert_close(f, r.detach(), rtol=1e-12, atol=1e-14)

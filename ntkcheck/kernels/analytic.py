@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import torch
 
+from ntkcheck.kernels._threads import calling_thread_only
 from ntkcheck.kernels.cntk import cnn_kernels
 from ntkcheck.kernels.duals import Dual, get_dual
 
@@ -125,7 +126,7 @@ def mlp_kernels(
     inplace = getattr(dual, "inplace", None)
     if inplace is not None and not (torch.is_grad_enabled()
                                     and (a.requires_grad or b.requires_grad)):
-        with torch.no_grad():
+        with torch.no_grad(), calling_thread_only():  # small blocks: see _threads
             return _mlp_blocked(a, b, symmetric, depth, dual, inplace, sw2, sb2, one,
                                 parametrization == "ntk", width)
     dot = a @ b.T
