@@ -283,3 +283,30 @@ def test_inputs_of_the_wrong_shape_are_a_value_error():
     net = ArchSpec(depth=1).with_width(16).build(seed=0, input_shape=(8,))
     with pytest.raises(ValueError, match=r"cannot take inputs of shape \(5,\)"):
         empirical_ntk(net, torch.randn(4, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("rule", ["pairs", "jacobian"])
+def test_both_layer_rules_give_the_kernel(images, rule, monkeypatch):
+    """The position-pair rule and the per-layer Jacobian rule of the structured engine, each
+    forced on every conv layer and on a linear layer applied along a sequence axis."""
+    from ntkcheck.kernels import _structured
+
+    monkeypatch.setattr(_structured, "layer_rule", lambda *a, **k: rule)
+    torch.manual_seed(1)
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Tanh(),
+                         nn.Conv2d(3, 4, (3, 2), dilation=(1, 2), padding=(1, 0)),
+                         nn.Flatten(2), nn.Linear(3, 5), nn.Tanh(), nn.Flatten(),
+                         nn.LazyLinear(2)).double()
+    i1, i2 = images
+    conv(i1)  # materialize the lazy layer
+    conv.eval()
+    assert plan_empirical_ntk(conv, i1).structured_layers == ["0", "2", "4", "7"]
+    expected = brute_force_ntk(conv, i1, i2)
+    for output in ("full", "trace", "diagonal"):
+        got = empirical_ntk(conv, i1, i2, implementation="structured", output=output)
+        ref = {"full": expected, "trace": expected.diagonal(dim1=2, dim2=3).sum(-1),
+               "diagonal": expected.diagonal(dim1=2, dim2=3)}[output]
+        assert rel(got, ref) < 1e-10, output
+        sym = empirical_ntk(conv, i1, implementation="structured", output=output)
+        ref = empirical_ntk(conv, i1, implementation="jacobian", output=output)
+        assert rel(sym, ref) < 1e-10, output

@@ -13,7 +13,12 @@ convolution with patches ``P(x)[k, p]`` (``k`` over input channels times kernel 
 output positions) the weight share is
 ``m_w**2 * sum_{p,q} <P_p(x1), P_q(x2)> <g_a,p(x1), g_b,q(x2)>`` (channels summed in both
 inner products) and the bias share is
-``m_b**2 * <sum_p g_a,p(x1), sum_q g_b,q(x2)>``. The per-sample weight Jacobian is never formed.
+``m_b**2 * <sum_p g_a,p(x1), sum_q g_b,q(x2)>``. The position-pair tensor ``(n1, n2, P, P)``
+costs ``n1 n2 P**2 (K + O C_out)`` multiply-adds; where the layer's per-sample weight Jacobian
+``J[i, a, c, k] = m_w sum_p g_a,c,p(x_i) P_p(x_i)[k]`` (one batched product, ``n O C_out K P``)
+contracted over ``(c, k)`` (``n1 n2 O C_out K``, times ``O`` for the full kernel) is cheaper, that
+is used instead (:func:`layer_rule`, decided per layer and per block pair; the same holds for a
+dense layer applied at several positions). Dense layers on vectors never form a Jacobian.
 
 Output gradients ``g`` come from one forward pass that records each supported layer's input and
 output (forward hooks) and one backward pass from the outputs to the recorded layer outputs,
@@ -158,12 +163,15 @@ class Features:
         grads: Per supported layer, output gradients: dense ``(n, O, S, fan_out)``, conv
             ``(n, O, C_out, P)``.
         fallback: Per-sample Jacobians ``(n, O, numel)`` of the remaining parameters.
+        cache: Quantities formed from the above on first use and reused for every block this
+            one is paired with (per-layer weight Jacobians ``(n, O, C_out K)``).
 
     """
 
     inputs: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor]
     fallback: dict[str, torch.Tensor]
+    cache: dict = field(default_factory=dict)
 
 
 class _Recorder:
@@ -298,26 +306,123 @@ def features(
         else:
             if a.dim() == 3:  # unbatched conv input is not used with batched x
                 raise ValueError(f"layer {name!r} received an unbatched input")
-            inputs[name] = torch.nn.functional.unfold(a, **info.conv)
+            inputs[name] = conv_patches(a, **info.conv)
             out_grads[name] = g.reshape(n, n_out, g.shape[2], -1)
     return Features(inputs, out_grads, fallback)
 
 
-def _dense_gram(info: LayerInfo, a1, a2, g1, g2, output: str) -> torch.Tensor:
-    """Dense layer share of the kernel; see the module docstring for the formula.
+def pair_rule_cost(n1: int, n2: int, s: int, k: int, c: int, o: int, output: str) -> float:
+    """Multiply-adds of a layer's share through the position-pair tensor ``(n1, n2, S, S)``.
+
+    ``S`` positions, ``k`` inputs per position (fan-in times kernel offsets), ``c`` output
+    channels, ``o`` outputs.
+    """
+    oc = o * o if output == "full" else o
+    extra = 0 if output == "trace" else oc * c * s
+    return float(n1 * n2) * (s * s * (k + o * c) + extra)
+
+
+def jacobian_rule_cost(n1: int, n2: int, s: int, k: int, c: int, o: int, output: str) -> float:
+    """Multiply-adds of a layer's share through its per-sample weight Jacobian ``(n, O, c k)``.
+
+    Forming the Jacobian costs ``n O c k S`` per block, contracting it ``n1 n2 O c k`` (times
+    ``O`` for ``"full"``).
+    """
+    oc = o * o if output == "full" else o
+    return float(n1 + n2) * o * c * k * s + float(n1 * n2) * oc * c * k
+
+
+def layer_rule(n1: int, n2: int, s: int, k: int, c: int, o: int, output: str) -> str:
+    """``"pairs"`` or ``"jacobian"``: the cheaper rule for one layer's weight share.
 
     Args:
-        info: The layer.
-        a1: ``(n1, S, fan_in)`` layer inputs of the first block (``S`` positions).
-        a2: ``(n2, S, fan_in)`` of the second block.
-        g1: ``(n1, O, S, fan_out)`` output gradients of the first block.
-        g2: ``(n2, O, S, fan_out)`` of the second block.
+        n1: Inputs of the first block.
+        n2: Inputs of the second block.
+        s: Positions the layer is applied at (output pixels of a convolution; 1 for a dense
+            layer on vectors).
+        k: Inputs per position (``fan_in``; input channels times kernel offsets for a conv).
+        c: Output channels (``fan_out``).
+        o: Outputs of the network ``O``.
         output: ``"full"``, ``"trace"`` or ``"diagonal"``.
 
     Returns:
-        ``(n1, n2, O, O)``, ``(n1, n2)`` or ``(n1, n2, O)``.
+        The rule with fewer multiply-adds (:func:`pair_rule_cost`, :func:`jacobian_rule_cost`).
 
     """
+    pairs = pair_rule_cost(n1, n2, s, k, c, o, output)
+    jac = jacobian_rule_cost(n1, n2, s, k, c, o, output)
+    return "pairs" if pairs < jac else "jacobian"
+
+
+def _layer_jacobian(feats: Features, name: str, a: torch.Tensor, g: torch.Tensor,
+                    positions_last: bool) -> torch.Tensor:
+    """Per-sample weight Jacobian ``(n, O, C_out * K)`` of one layer, cached on ``feats``.
+
+    ``J[i, o, c, k] = sum_p g[i, o, c, p] a[i, k, p]``: one batched ``(O C_out, P) @ (P, K)``
+    product per sample (the weight multiplier is applied by the caller).
+
+    Args:
+        feats: The block's features (the Jacobian is kept in ``feats.cache``).
+        name: Layer name.
+        a: Conv patches ``(n, K, P)`` (``positions_last``) or dense inputs ``(n, S, K)``.
+        g: Output gradients ``(n, O, C_out, P)`` (conv) or ``(n, O, S, C_out)`` (dense).
+        positions_last: Whether positions are the last axis of ``a`` and ``g`` (conv layout).
+
+    """
+    key = ("jacobian", name)
+    if key not in feats.cache:
+        n, o = g.shape[0], g.shape[1]
+        if positions_last:  # (n, O C, P) @ (n, P, K)
+            c = g.shape[2]
+            jac = torch.bmm(g.reshape(n, o * c, -1), a.transpose(1, 2))
+        else:  # dense along S positions: (n, O, C, S) @ (n, S, K)
+            c = g.shape[3]
+            jac = torch.bmm(g.transpose(2, 3).reshape(n, o * c, -1), a)
+        feats.cache[key] = jac.reshape(n, o, -1)
+    return feats.cache[key]
+
+
+def conv_patches(a: torch.Tensor, kernel_size: tuple[int, int], dilation: tuple[int, int],
+                 stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """``torch.nn.functional.unfold(a, ...)``: ``(n, C kh kw, P)`` patches, from strided views.
+
+    The same values in the same order (channels, then kernel rows, then kernel columns; output
+    positions row-major), formed by ``Tensor.unfold`` on the zero-padded input and one copy:
+    ``F.unfold`` (``im2col``) takes seconds on a few million elements in torch 2.13 on the CPU.
+
+    Args:
+        a: ``(n, C, H, W)`` layer input.
+        kernel_size: ``(kh, kw)``.
+        dilation: ``(dh, dw)``.
+        stride: ``(sh, sw)``.
+        padding: ``(ph, pw)`` zeros on each side.
+
+    Returns:
+        ``(n, C kh kw, oh ow)`` patches.
+
+    """
+    (kh, kw), (dh, dw), (sh, sw), (ph, pw) = kernel_size, dilation, stride, padding
+    n, c = a.shape[0], a.shape[1]
+    x = torch.nn.functional.pad(a, (pw, pw, ph, ph)) if ph or pw else a
+    u = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
+    u = u[..., ::dh, ::dw]  # (n, C, oh, ow, kh, kw)
+    return u.permute(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, u.shape[2] * u.shape[3])
+
+
+def _dense_gram(info: LayerInfo, f1: Features, f2: Features, output: str) -> torch.Tensor:
+    """Dense layer share of the kernel; see the module docstring for the formula.
+
+    Layer inputs are ``(n, S, fan_in)`` and output gradients ``(n, O, S, fan_out)`` (``S``
+    positions). For ``S > 1`` the cheaper of the position-pair rule and the per-layer Jacobian
+    contraction is used (:func:`layer_rule`).
+
+    Returns:
+        ``(n1, n2, O, O)``, ``(n1, n2)`` or ``(n1, n2, O)`` for ``output`` ``"full"``,
+        ``"trace"`` or ``"diagonal"``.
+
+    """
+    name = info.name
+    a1, a2, g1, g2 = f1.inputs[name], f2.inputs[name], f1.grads[name], f2.grads[name]
     mw2, mb2 = info.weight_multiplier**2, info.bias_multiplier**2
     if a1.shape[1] == 1 and a2.shape[1] == 1:  # the common case: one position per sample
         a1, a2, g1, g2 = a1[:, 0], a2[:, 0], g1[:, :, 0], g2[:, :, 0]
@@ -339,33 +444,55 @@ def _dense_gram(info: LayerInfo, a1, a2, g1, g2, output: str) -> torch.Tensor:
         # One (O n1, C) @ (C, O n2) product: the Gram of all output gradients.
         gg = torch.mm(h1.reshape(o * n1, c), h2.reshape(o * n2, c).T).reshape(o, n1, o, n2)
         return gg.mul_(scale[:, None, :]).permute(1, 3, 0, 2)
-    # Layer applied along extra axes: sum over pairs of positions (s, t).
-    aa = torch.einsum("isk,jtk->ijst", a1, a2)
-    spec = {"trace": "iasc,jatc->ijst", "diagonal": "iasc,jatc->ijast",
-            "full": "iasc,jbtc->ijabst"}[output]
+    # Layer applied along extra axes: sum over pairs of positions (s, t), or its Jacobian.
     res = 0.0
     if info.weight:
-        gg = torch.einsum(spec, g1, g2)
-        extra = gg.dim() - 4
-        res = mw2 * (gg * aa.reshape(*aa.shape[:2], *([1] * extra), *aa.shape[2:])).sum((-2, -1))
+        n1, n2, s, k, o, c = a1.shape[0], a2.shape[0], a1.shape[1], a1.shape[2], g1.shape[1], \
+            g1.shape[3]
+        if layer_rule(n1, n2, s, k, c, o, output) == "jacobian":
+            j1 = _layer_jacobian(f1, name, a1, g1, positions_last=False)
+            j2 = j1 if f2 is f1 else _layer_jacobian(f2, name, a2, g2, positions_last=False)
+            res = mw2 * _contraction.contract(j1, j2, output)
+        else:
+            aa = torch.einsum("isk,jtk->ijst", a1, a2)
+            spec = {"trace": "iasc,jatc->ijst", "diagonal": "iasc,jatc->ijast",
+                    "full": "iasc,jbtc->ijabst"}[output]
+            gg = torch.einsum(spec, g1, g2)
+            extra = gg.dim() - 4
+            res = mw2 * (gg * aa.reshape(*aa.shape[:2], *([1] * extra), *aa.shape[2:])).sum(
+                (-2, -1))
     if info.bias:
         res = res + mb2 * _contraction.contract(g1.sum(2), g2.sum(2), output)
     return res
 
 
-def _conv_gram(info: LayerInfo, p1, p2, g1, g2, output: str) -> torch.Tensor:
-    """Conv2d share of the kernel; see the module docstring for the formula."""
+def _conv_gram(info: LayerInfo, f1: Features, f2: Features, output: str) -> torch.Tensor:
+    """Conv2d share of the kernel; see the module docstring for the formula.
+
+    Patches are ``(n, K, P)`` and output gradients ``(n, O, C_out, P)``. The weight share uses
+    the cheaper (:func:`layer_rule`) of the position-pair tensor ``(n1, n2, P, P)`` and the
+    layer's per-sample weight Jacobian ``(n, O, C_out K)`` contracted over its last axis.
+    """
+    name = info.name
+    p1, p2, g1, g2 = f1.inputs[name], f2.inputs[name], f1.grads[name], f2.grads[name]
     mw2, mb2 = info.weight_multiplier**2, info.bias_multiplier**2
     res = 0.0
     if info.weight:
-        pp = torch.einsum("ikp,jkq->ijpq", p1, p2)  # (n1, n2, P, P)
-        if output == "trace":
-            gg = torch.einsum("iacp,jacq->ijpq", g1, g2)
-            res = mw2 * (gg * pp).sum((-2, -1))
+        n1, n2, k, s, o, c = p1.shape[0], p2.shape[0], p1.shape[1], p1.shape[2], g1.shape[1], \
+            g1.shape[2]
+        if layer_rule(n1, n2, s, k, c, o, output) == "jacobian":
+            j1 = _layer_jacobian(f1, name, p1, g1, positions_last=True)
+            j2 = j1 if f2 is f1 else _layer_jacobian(f2, name, p2, g2, positions_last=True)
+            res = mw2 * _contraction.contract(j1, j2, output)
         else:
-            t = torch.einsum("jbcq,ijpq->ijbcp", g2, pp)
-            spec = "iacp,ijacp->ija" if output == "diagonal" else "iacp,ijbcp->ijab"
-            res = mw2 * torch.einsum(spec, g1, t)
+            pp = torch.einsum("ikp,jkq->ijpq", p1, p2)  # (n1, n2, P, P)
+            if output == "trace":
+                gg = torch.einsum("iacp,jacq->ijpq", g1, g2)
+                res = mw2 * (gg * pp).sum((-2, -1))
+            else:
+                t = torch.einsum("jbcq,ijpq->ijbcp", g2, pp)
+                spec = "iacp,ijacp->ija" if output == "diagonal" else "iacp,ijbcp->ijab"
+                res = mw2 * torch.einsum(spec, g1, t)
     if info.bias:
         res = res + mb2 * _contraction.contract(g1.sum(-1), g2.sum(-1), output)
     return res
@@ -382,11 +509,11 @@ def gram(
 
     """
     total = None
-    for name, info in layers.items():
+    for info in layers.values():
         if not (info.weight or info.bias):  # no trainable parameter: no share
             continue
         fn = _dense_gram if info.kind == "dense" else _conv_gram
-        part = fn(info, f1.inputs[name], f2.inputs[name], f1.grads[name], f2.grads[name], output)
+        part = fn(info, f1, f2, output)
         total = part if total is None else total + part
     for name in f1.fallback:
         part = _contraction.contract(f1.fallback[name], f2.fallback[name], output)
