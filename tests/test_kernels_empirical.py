@@ -310,3 +310,40 @@ def test_both_layer_rules_give_the_kernel(images, rule, monkeypatch):
         sym = empirical_ntk(conv, i1, implementation="structured", output=output)
         ref = empirical_ntk(conv, i1, implementation="jacobian", output=output)
         assert rel(sym, ref) < 1e-10, output
+
+
+def test_auto_times_a_probe_when_the_estimates_are_close():
+    """Two candidates within PROBE_FLOPS_RATIO of each other: the one that runs faster on the
+    probe batch wins even with the larger estimate; the choice is cached per key."""
+    import time
+
+    from ntkcheck.kernels import empirical
+
+    class Fake(empirical._Impl):
+        def __init__(self, name, flops, delay):
+            self.name, self._flops, self.delay, self.calls = name, flops, delay, 0
+
+        def features(self, x):
+            self.calls += 1
+            time.sleep(self.delay)
+            return x
+
+        def gram(self, f1, f2):
+            return f1 @ f2.T
+
+        def flops(self, n1, n2, nb1):
+            return self._flops * n1 * n2
+
+    slow = Fake("slow", 1e9, 0.05)
+    fast = Fake("fast", 2e9, 0.0)
+    far = Fake("far", 1e12, 0.0)  # outside the ratio: never probed
+    x = torch.randn(64, 3)
+    key = ("test-probe", 1)
+    empirical._PROBE_CACHE.pop(key, None)
+    assert empirical._auto_choice([slow, fast, far], x, 64, 64, 1, key) is fast
+    assert far.calls == 0 and slow.calls > 0
+    calls = slow.calls
+    assert empirical._auto_choice([slow, fast, far], x, 64, 64, 1, key) is fast
+    assert slow.calls == calls  # cached: no second probe
+    small = ("test-probe", 2)
+    assert empirical._auto_choice([slow, fast], x[:1], 1, 1, 1, small) is slow  # tiny: by count

@@ -229,20 +229,31 @@ class _Structured(_Impl):
         return _structured.gram(self.layers, f1, f2, self.output)
 
     def _layer_terms(self, b1, b2):
+        """Elements of features and intermediates and multiply-adds of one block pair.
+
+        Each layer's weight share uses the rule :func:`_structured.layer_rule` picks for
+        these block sizes (the per-layer Jacobians it forms are kept with the features).
+        """
         p, o = self.probe, self.probe.n_out
         oc = o**2 if self.output == "full" else o
+        res = _out_elems(o, self.output)
         feats = inter = flops = 0.0
         for name in self.layers:
             kind, s, fan_in, fan_out, c_out = p.layer_cost[name]
             feats += (b1 + b2) * s * (fan_in + o * fan_out)
-            if kind == "dense":
-                inter = max(inter, b1 * b2 * s * s * (_out_elems(o, self.output) + 1))
-                flops += s * s * (fan_in + oc * fan_out)
+            if kind == "dense" and s == 1:
+                inter = max(inter, b1 * b2 * (res + 1) + (b1 + b2) * o * fan_out)
+                flops += b1 * b2 * (fan_in + oc * fan_out)
+                continue
+            args = (b1, b2, s, fan_in, c_out, o, self.output)
+            if _structured.layer_rule(*args) == "jacobian":
+                feats += (b1 + b2) * o * c_out * fan_in
+                inter = max(inter, b1 * b2 * res + (b1 + b2) * o * c_out * s)
+                flops += _structured.jacobian_rule_cost(*args)
             else:
                 extra = 0 if self.output == "trace" else b1 * b2 * o * c_out * s
-                inter = max(inter, 2 * b1 * b2 * s * s + extra)
-                flops += s * s * (fan_in + o * c_out) + (0 if self.output == "trace"
-                                                          else oc * c_out * s)
+                inter = max(inter, 2 * b1 * b2 * s * s + b1 * b2 * res * s * s + extra)
+                flops += _structured.pair_rule_cost(*args)
         return feats, inter, flops
 
     def memory_elems(self, b1, b2, reuse):
@@ -251,14 +262,82 @@ class _Structured(_Impl):
         feats += self._layer_terms(max(b1, b2), 0)[0]  # the block being computed
         inter = self._layer_terms(b1, b2)[1]
         jac = (b1 + (0 if reuse else b2) + max(b1, b2)) * p.n_out * self.n_fallback
-        return feats + inter + jac + max(b1, b2) * p.n_out * p.activations
+        # The batched backward holds O copies of every activation's gradient.
+        return feats + inter + jac + 2 * max(b1, b2) * p.n_out * p.activations
 
     def flops(self, n1, n2, nb1):
         p = self.probe
-        _, _, per_pair = self._layer_terms(1, 1)
+        b1, nb2 = math.ceil(n1 / nb1), 1
+        b2 = n2 if nb1 == 1 else min(n2, b1)
+        nb2 = math.ceil(n2 / b2)
+        _, _, per_block = self._layer_terms(b1, b2)
         oc = p.n_out**2 if self.output == "full" else p.n_out
-        return ((n1 + nb1 * n2) * p.n_out * 3 * p.macs + n1 * n2 * per_pair
+        return ((n1 + nb1 * n2) * p.n_out * 3 * p.macs + nb1 * nb2 * per_block
                 + n1 * n2 * oc * self.n_fallback)
+
+
+PROBE_MIN_FLOPS = 2e9
+"""Below this many estimated multiply-adds ``auto`` picks by the estimate alone (the
+computation is then about as cheap as timing a probe)."""
+
+PROBE_FLOPS_RATIO = 4.0
+"""``auto`` times a probe of each implementation whose estimate is within this factor of the
+smallest one (the estimates miss per-operation overheads and kernel efficiencies)."""
+
+PROBE_MAX_INPUTS = 16
+"""Most inputs of an ``auto`` probe batch (an eighth of ``x1``, at least 2)."""
+
+_PROBE_CACHE: dict[tuple, str] = {}
+
+
+def _signature(model: nn.Module, x1: torch.Tensor, n1: int, n2: int, output: str) -> tuple:
+    """Key of an ``auto`` probe: the model's structure and parameter shapes, inputs, output."""
+    shapes = tuple((k, tuple(v.shape), v.requires_grad) for k, v in model.named_parameters())
+    modules = tuple(type(m).__name__ for m in model.modules())
+    return (modules, shapes, tuple(x1.shape[1:]), x1.dtype, str(x1.device), n1, n2, output,
+            torch.get_num_threads())
+
+
+def _timed_probe(impl: _Impl, x: torch.Tensor) -> float:
+    """Seconds for features and the symmetric Gram of the probe batch ``x`` (best of two)."""
+    import time
+
+    best = math.inf
+    for _ in range(2):
+        start = time.perf_counter()
+        f = impl.features(x)
+        impl.gram(f, f)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _auto_choice(pool: list[_Impl], x1: torch.Tensor, n1: int, n2: int, nb1: int,
+                 key: tuple) -> _Impl:
+    """The implementation ``auto`` uses among ``pool`` (those that fit in memory).
+
+    By the multiply-add estimates; where several are within :data:`PROBE_FLOPS_RATIO` of the
+    smallest and the work exceeds :data:`PROBE_MIN_FLOPS`, each of those is timed on a probe
+    batch of ``m`` inputs (``x1[:m]``, a ``(m, m)`` Gram, ``m`` an eighth of ``n1`` within
+    ``[2, PROBE_MAX_INPUTS]``) and its time scaled by its own
+    estimate ``flops(n1, n2) / flops(m, m)``. The choice is cached per model structure,
+    input shape, sizes, output and thread count, so sweeps probe once.
+    """
+    ranked = sorted(pool, key=lambda i: i.flops(n1, n2, nb1))
+    best = ranked[0].flops(n1, n2, nb1)
+    close = [i for i in ranked if i.flops(n1, n2, nb1) <= PROBE_FLOPS_RATIO * best]
+    if len(close) == 1 or best < PROBE_MIN_FLOPS:
+        return ranked[0]
+    if key in _PROBE_CACHE:
+        return next((i for i in close if i.name == _PROBE_CACHE[key]), ranked[0])
+    m = max(2, min(n1, PROBE_MAX_INPUTS, math.ceil(n1 / 8)))
+    xp = x1[:m]
+    estimate = {}
+    for impl in close:
+        estimate[impl.name] = (_timed_probe(impl, xp) * impl.flops(n1, n2, nb1)
+                               / max(impl.flops(m, m, 1), 1.0))
+    name = min(estimate, key=estimate.get)
+    _PROBE_CACHE[key] = name
+    return next(i for i in close if i.name == name)
 
 
 def _transpose(k: torch.Tensor, output: str) -> torch.Tensor:
@@ -341,8 +420,10 @@ def _setup(model, x1, x2, implementation, output, batch_size) -> _Setup:
     if implementation == "auto":
         free = available_memory_bytes(device)
         fits = [i for i in impls.values() if free is None or need(i) <= free]
-        pool = fits or list(impls.values())
-        impl = min(pool, key=lambda i: i.flops(n1, n2, nb1))
+        if fits:
+            impl = _auto_choice(fits, x1, n1, n2, nb1, _signature(model, x1, n1, n2, output))
+        else:  # nothing fits: the cheapest, refused with its estimate below
+            impl = min(impls.values(), key=lambda i: i.flops(n1, n2, nb1))
     else:
         impl = impls[implementation]
     plan = Plan(impl.name, {k: need(v) for k, v in impls.items()},
@@ -387,15 +468,24 @@ def empirical_ntk(
     theory; float32 models give float32 kernels).
 
     ``implementation="auto"`` estimates, per candidate, the peak memory and the floating-point
-    work, and picks the cheapest candidate that fits in free memory. With ``O`` outputs,
-    ``P`` trainable parameters, ``F`` multiply-accumulates of one forward pass on one input,
-    ``n1``/``n2`` inputs and ``B1`` blocks of ``x1``, ``c = O**2`` for ``"full"`` else ``O``:
+    work (multiply-adds), keeps the candidates that fit in free memory, and picks the cheapest;
+    where several are within a factor :data:`PROBE_FLOPS_RATIO` of the cheapest (the counts
+    miss per-operation overheads and kernel efficiencies), it times each on a small probe batch
+    and scales the time by its own estimate (once per model structure and sizes, see
+    :func:`_auto_choice`). With ``O`` outputs, ``P`` trainable parameters, ``F``
+    multiply-accumulates of one forward pass on one input, ``n1``/``n2`` inputs and ``B1``
+    blocks of ``x1``, ``c = O**2`` for ``"full"`` else ``O``:
 
     * ``jacobian``: ``(n1 + B1 n2) O (3F + P) + n1 n2 c P``;
     * ``ntvp``: ``3 n2 O (n1 + B1) F``;
-    * ``structured``: ``(n1 + B1 n2) 3 O F + n1 n2 sum_l S_l^2 (fan_in_l + c fan_out_l)``
-      (``S_l`` positions of layer ``l``: 1 for dense layers, output pixels for convolutions)
-      plus the ``jacobian`` cost of any fallback parameters.
+    * ``structured``: ``(n1 + B1 n2) 3 O F`` plus, per block pair and layer ``l`` (``S_l``
+      positions: 1 for dense layers on vectors, output pixels for convolutions; ``K_l`` inputs
+      per position, ``C_l`` outputs), ``n1 n2 (K_l + c C_l)`` for dense layers on vectors and
+      otherwise the cheaper of the position-pair rule ``n1 n2 S_l^2 (K_l + O C_l)`` (plus
+      ``n1 n2 c C_l S_l`` unless ``"trace"``) and the layer-Jacobian rule
+      ``(n1 + n2) O C_l K_l S_l + n1 n2 c C_l K_l``
+      (:func:`ntkcheck.kernels._structured.layer_rule`); plus the ``jacobian`` cost of any
+      fallback parameters.
 
     Args:
         model: A ``torch.nn.Module`` mapping ``(n, *input_shape)`` to ``(n, O)`` (or any
