@@ -3,7 +3,8 @@
 The public API, importable from the top-level package (loaded on first use, so that the
 pytest plugin does not import torch in projects that never run a claim):
 
-* architectures: :class:`ArchSpec`, :mod:`strategies` (Hypothesis strategies)
+* architectures: :class:`ArchSpec`, :mod:`strategies` (Hypothesis strategies), a user's
+  own networks: :class:`ModelFamily` (and :class:`NotApplicable`)
 * data: :func:`load_dataset`, :class:`Dataset`, :class:`DataError`
 * kernels: :func:`empirical_ntk`, :func:`analytic_kernels`, :func:`monte_carlo_ntk`
 * training and the kernel regime: :func:`train`, :func:`gradient_descent`, :func:`mse_loss`,
@@ -29,6 +30,8 @@ __version__ = "0.1.0"
 
 _API = {
     "ArchSpec": "ntkcheck.arch",
+    "ModelFamily": "ntkcheck.family",
+    "NotApplicable": "ntkcheck.family",
     "strategies": "ntkcheck.strategies",
     "load_dataset": "ntkcheck.data",
     "Dataset": "ntkcheck.data",

@@ -655,8 +655,12 @@ def param_groups(model: nn.Module, lr: float, optimizer: str = "sgd") -> list[di
     With these, one step changes hidden features by Theta(1) in the width (the defining
     property of muP), while ``"ntk"`` with a constant ``lr`` changes them by O(1/sqrt(n)).
 
+    A network built by a user's :class:`ntkcheck.family.ModelFamily` gets ``lr`` for every
+    parameter under ``"ntk"`` and ``"standard"``
+    (:meth:`ntkcheck.family.ModelFamily.lr_scales`).
+
     Args:
-        model: A network from :meth:`ArchSpec.build`.
+        model: A network from :meth:`ArchSpec.build` (or :meth:`ModelFamily.build`).
         lr: Base learning rate (a width-independent constant).
         optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"``.
 
@@ -667,12 +671,20 @@ def param_groups(model: nn.Module, lr: float, optimizer: str = "sgd") -> list[di
     Raises:
         ValueError: On an unknown optimizer, a non-positive ``lr``, or a model with parameters
             outside :class:`Dense`, :class:`Conv` and ``nn.BatchNorm2d`` layers.
+        ntkcheck.family.NotApplicable: For a user family under another parametrization.
 
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    from ntkcheck.family import family_of
+
+    family = family_of(model)
+    if family is not None:  # a user's network: one rate (NotApplicable outside ntk/standard)
+        scales = family.lr_scales(model)
+        return [{"params": [p], "lr": lr * scales[name], "name": name}
+                for name, p in model.named_parameters()]
     opt = "sgd" if optimizer == "sgd" else "adam"
     layers = [m for m in model.modules() if isinstance(m, (Dense, Conv))]
     mup = any(m.parametrization == "mup" for m in layers)

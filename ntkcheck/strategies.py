@@ -6,6 +6,11 @@ parametrization and bias choice in the lists given (``st.integers`` shrinks to i
 listed first, and, for :func:`architectures`, the first family. Order the choices simplest
 first.
 
+Under ``--ntk-model package.module:factory`` (:mod:`ntkcheck.family`) every strategy here draws
+members of that user family instead, so the shipped claims run on it; a member whose
+parametrization the test does not draw is marked not applicable. :func:`members` draws the
+members of any :class:`~ntkcheck.family.ModelFamily` (a user's claim file).
+
 :data:`PAPER_SPECS` holds the settings of the seed paper so claims can pin them with
 ``@hypothesis.example``.
 
@@ -25,8 +30,9 @@ from collections.abc import Sequence
 from hypothesis import strategies as st
 
 from ntkcheck.arch import ACTIVATIONS, FAMILIES, PARAMETRIZATIONS, ArchSpec
+from ntkcheck.family import ModelFamily, active_family, family_strategy
 
-__all__ = ["PAPER_SPECS", "architectures", "cnns", "mlps", "resnets"]
+__all__ = ["PAPER_SPECS", "architectures", "cnns", "members", "mlps", "resnets"]
 
 #: Architectures of the seed paper, Wenger, Dangel & Kristiadi 2023, "On the disconnect
 #: between theory and practice of neural networks: limits of the NTK perspective" (arXiv
@@ -43,6 +49,33 @@ PAPER_SPECS: dict[str, ArchSpec] = {
         weight_std=2**0.5, pool=True,
     ),
 }
+
+
+def members(family: ModelFamily) -> st.SearchStrategy[ModelFamily]:
+    """Draw members of a user's :class:`~ntkcheck.family.ModelFamily` over its choices.
+
+    Shrinks to the first declared value of every choice (:func:`ntkcheck.family.
+    family_strategy`); the plugin names the failing member in the report.
+    """
+    return family_strategy(family)
+
+
+def _or_active(default: st.SearchStrategy, parametrizations: Sequence[str]) -> st.SearchStrategy:
+    """``default``, or under ``--ntk-model`` the members of that family instead.
+
+    A member whose parametrization is not among ``parametrizations`` (the ones the test
+    draws) is marked not applicable, with the reason (the plugin skips the test with it).
+    """
+    family = active_family()
+    if family is None:
+        return default
+    if family.parametrization not in tuple(parametrizations):
+        from dataclasses import replace
+
+        why = (f"the test draws {'/'.join(parametrizations)}-parametrized networks and "
+               f"{family.name} is {family.parametrization!r}")
+        return st.just(replace(family.with_choices(), not_applicable=why))
+    return family_strategy(family)
 
 
 def _choices(name: str, values: Sequence, allowed: Sequence | None = None) -> st.SearchStrategy:
@@ -119,9 +152,10 @@ def mlps(
         ValueError: Eagerly, on bad bounds, an empty choice list or an unknown name.
 
     """
-    return _specs("mlp", min_depth=min_depth, max_depth=max_depth, activations=activations,
-                  parametrizations=parametrizations, biases=biases, weight_stds=weight_stds,
-                  bias_stds=bias_stds)
+    return _or_active(_specs("mlp", min_depth=min_depth, max_depth=max_depth,
+                             activations=activations, parametrizations=parametrizations,
+                             biases=biases, weight_stds=weight_stds, bias_stds=bias_stds),
+                      parametrizations)
 
 
 def cnns(
@@ -160,9 +194,10 @@ def cnns(
         ValueError: Eagerly, on bad bounds, an empty choice list or an unknown name.
 
     """
-    return _specs("cnn", min_depth=min_depth, max_depth=max_depth, activations=activations,
-                  parametrizations=parametrizations, biases=biases, weight_stds=weight_stds,
-                  bias_stds=bias_stds, pool=pools, batchnorm=batchnorms)
+    return _or_active(_specs("cnn", min_depth=min_depth, max_depth=max_depth,
+                             activations=activations, parametrizations=parametrizations,
+                             biases=biases, weight_stds=weight_stds, bias_stds=bias_stds,
+                             pool=pools, batchnorm=batchnorms), parametrizations)
 
 
 def resnets(
@@ -197,9 +232,10 @@ def resnets(
         ValueError: Eagerly, on bad bounds, an empty choice list or an unknown name.
 
     """
-    return _specs("resnet", min_depth=min_depth, max_depth=max_depth, activations=activations,
-                  parametrizations=parametrizations, biases=biases, weight_stds=weight_stds,
-                  bias_stds=bias_stds, pool=pools, batchnorm=batchnorms)
+    return _or_active(_specs("resnet", min_depth=min_depth, max_depth=max_depth,
+                             activations=activations, parametrizations=parametrizations,
+                             biases=biases, weight_stds=weight_stds, bias_stds=bias_stds,
+                             pool=pools, batchnorm=batchnorms), parametrizations)
 
 
 _FAMILY_STRATEGIES = {"mlp": mlps, "cnn": cnns, "resnet": resnets}
@@ -245,4 +281,6 @@ def architectures(
                  parametrizations=parametrizations, biases=biases, weight_stds=weight_stds,
                  bias_stds=bias_stds)
     kwargs = {k: v for k, v in given.items() if v is not None}
+    if active_family() is not None:
+        return _or_active(st.nothing(), parametrizations or PARAMETRIZATIONS)
     return st.one_of([_FAMILY_STRATEGIES[f](**kwargs) for f in families])

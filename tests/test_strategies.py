@@ -7,6 +7,7 @@ import torch
 from hypothesis import HealthCheck, example, find, given, settings
 from hypothesis import strategies as st
 
+from ntkcheck import strategies
 from ntkcheck.arch import ArchSpec
 from ntkcheck.strategies import PAPER_SPECS, architectures, cnns, mlps, resnets
 
@@ -131,3 +132,27 @@ def test_strategies_are_hypothesis_strategies():
         assert isinstance(strategy, st.SearchStrategy)
         assert isinstance(find(strategy, lambda s: True, settings=settings(database=None)),
                           ArchSpec)
+
+
+def test_under_ntk_model_the_strategies_draw_the_active_family():
+    """--ntk-model points every strategy at the user's family; a test drawing another
+    parametrization than the family's gets a member marked not applicable, with the reason."""
+    from hypothesis import find
+    from torch import nn
+
+    from ntkcheck.family import ModelFamily, set_active_family
+
+    family = ModelFamily("fam", lambda width, seed: nn.Linear(2, 1), (2,), parametrization="ntk",
+                         choices={"depth": (1, 2)})
+    set_active_family(family)
+    try:
+        drawn = find(strategies.mlps(parametrizations=("ntk",)), lambda m: True)
+        assert drawn == family.with_choices(depth=1) and not drawn.not_applicable
+        assert find(strategies.cnns(), lambda m: m.choice_values["depth"] == 2).arch_id == \
+            "fam-depth2-ntk"
+        other = find(strategies.mlps(parametrizations=("standard",)), lambda m: True)
+        assert "draws standard-parametrized networks and fam is 'ntk'" in other.not_applicable
+        assert find(strategies.architectures(), lambda m: True).name == "fam"
+    finally:
+        set_active_family(None)
+    assert isinstance(find(strategies.mlps(), lambda m: True), ArchSpec)

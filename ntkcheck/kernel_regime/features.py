@@ -18,11 +18,15 @@ import torch
 from torch import nn
 
 from ntkcheck.arch import Conv, Dense, _multipliers
+from ntkcheck.family import NotApplicable, family_of
 
 __all__ = ["hidden_features", "linear_cka", "lr_weighted_ntk", "readout_covariance"]
 
 
-def _readout(model: nn.Module) -> Dense:
+def _readout(model: nn.Module) -> nn.Module:
+    family = family_of(model)
+    if family is not None:  # a user's network: its declared or last nn.Linear
+        return family.readout_layer(model)
     outs = [m for m in model.modules() if isinstance(m, Dense) and m.role == "readout"]
     if len(outs) != 1:
         raise ValueError(f"expected one Dense layer with role='readout' (a network from "
@@ -33,8 +37,11 @@ def _readout(model: nn.Module) -> Dense:
 def hidden_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The last hidden layer's features: the input of the read-out :class:`~ntkcheck.arch.Dense`.
 
+    For a user's :class:`ntkcheck.family.ModelFamily` network the read-out is its declared
+    ``readout`` or its last ``nn.Linear``.
+
     Args:
-        model: A network from :meth:`ntkcheck.arch.ArchSpec.build`.
+        model: A network from :meth:`ntkcheck.arch.ArchSpec.build` (or a family's).
         x: Inputs ``(N, *input_shape)``.
 
     Returns:
@@ -106,8 +113,12 @@ def readout_covariance(model: nn.Module, x: torch.Tensor, spec) -> torch.Tensor:
 
     Raises:
         ValueError: If the model has no single read-out layer.
+        ntkcheck.family.NotApplicable: For a user's ModelFamily network.
 
     """
+    if family_of(model) is not None:
+        raise NotApplicable("the read-out covariance needs the read-out's initialization "
+                            "distribution, which ntkcheck knows for its own networks only")
     readout = _readout(model)
     phi = hidden_features(model, x).double()
     wm, bm, ws, bs = _multipliers(spec.parametrization, "readout", readout.in_features,
@@ -144,6 +155,10 @@ def lr_weighted_ntk(model: nn.Module, x: torch.Tensor, groups: list[dict],
     """
     from ntkcheck.kernels import empirical_ntk
 
+    if family_of(model) is not None:  # a user's network: only one rate for all is known
+        if any(g["lr"] != lr for g in groups):
+            raise NotApplicable("per-parameter learning rates on a user's network")
+        return empirical_ntk(model, x)
     scale = {id(g["params"][0]): g["lr"] / lr for g in groups}
     twin = copy.deepcopy(model)
     for orig, mod in zip(model.modules(), twin.modules()):

@@ -251,8 +251,14 @@ def analytic_kernels(spec, x1: torch.Tensor, x2: torch.Tensor | None = None) -> 
     docstring). MLPs use :func:`mlp_kernels`; CNNs (family ``"cnn"``, global average pooling
     read-out, no BatchNorm) use :func:`ntkcheck.kernels.cntk.cnn_kernels`.
 
+    A user's :class:`ntkcheck.family.ModelFamily` member has no analytic kernel: for it this
+    returns the documented substitute :meth:`ntkcheck.family.ModelFamily.reference_kernels`
+    (a Monte-Carlo estimate at the family's reference width), which its records name in their
+    ``kernel_reference`` field.
+
     Args:
-        spec: A :class:`ntkcheck.arch.ArchSpec` of family ``"mlp"`` or ``"cnn"``.
+        spec: A :class:`ntkcheck.arch.ArchSpec` of family ``"mlp"`` or ``"cnn"``, or a
+            :class:`ntkcheck.family.ModelFamily` member.
         x1: ``(N1, *input_shape)`` inputs (images ``(N1, C, H, W)`` for CNNs); MLP inputs are
             flattened; computed in float64.
         x2: ``(N2, *input_shape)`` inputs or ``None`` (then ``x2 = x1``, exactly symmetric).
@@ -267,7 +273,10 @@ def analytic_kernels(spec, x1: torch.Tensor, x2: torch.Tensor | None = None) -> 
 
     """
     from ntkcheck import arch
+    from ntkcheck.family import is_family
 
+    if is_family(spec):
+        return spec.reference_kernels(x1, x2)
     if spec.family not in ("mlp", "cnn") or getattr(spec, "batchnorm", False):
         raise NotImplementedError(
             f"no analytic kernel for {spec.arch_id}: only MLPs and CNNs without BatchNorm"

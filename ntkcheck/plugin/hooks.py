@@ -63,6 +63,7 @@ from ntkcheck.plugin.hypothesis_support import (
     _HypothesisStorage,
     _verdict_failure,
     claim_failure_text,
+    configure_model_option,
 )
 from ntkcheck.plugin.options import (
     _CLAIM,
@@ -111,6 +112,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "merge the shards' runs with `ntkcheck report`"),
         ("timeout", "SECONDS", "stop a claim test after this many seconds; its finished "
                                "units are kept, the rest reported as not measured"),
+        ("model", "MODULE:FACTORY", "run the shipped claims on a user's ntkcheck.ModelFamily "
+                                    "(package.module:name); the others are not applicable"),
     ]
     for name, metavar, text in opts:
         group.addoption(f"--ntk-{name}", dest=f"ntk_{name}", metavar=metavar, default=None,
@@ -157,6 +160,7 @@ def _configure_runtime(config: pytest.Config, settings: Settings) -> None:
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(_HypothesisStorage(), "ntkcheck-hypothesis-storage")
+    configure_model_option(config, settings.model)
     if _is_worker(config):
         run_dir = config.workerinput.get("ntkcheck_run_dir")
         if run_dir:

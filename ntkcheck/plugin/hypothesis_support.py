@@ -4,6 +4,14 @@ The profile sets the number of drawn architectures, derandomization and shrinkin
 example (one architecture swept over every width) gets its own verdict so Hypothesis shrinks a
 failing claim to the simplest architecture that still breaks it; Hypothesis' files stay under
 the report folder.
+
+An architecture is an :class:`ntkcheck.arch.ArchSpec` or a member of a user's
+:class:`ntkcheck.family.ModelFamily`: both are keyed by ``arch_id`` and named by their repr
+in the report. A member marked not applicable, or a measurement raising
+:class:`ntkcheck.family.NotApplicable`, skips the test with the reason. Under
+``--ntk-model`` (:func:`configure_model_option`) the strategies draw that family, and the
+claim tests that cannot (they build a built-in architecture themselves) are skipped as not
+applicable.
 """
 
 from __future__ import annotations
@@ -126,6 +134,29 @@ def claim_failure_text(exc: BaseException, failing: dict | None = None) -> str |
     return text
 
 
+def _is_spec(value: object) -> bool:
+    """Whether a drawn argument is an architecture: an ArchSpec or a user's ModelFamily."""
+    from ntkcheck.arch import ArchSpec
+    from ntkcheck.family import ModelFamily
+
+    return isinstance(value, (ArchSpec, ModelFamily))
+
+
+def _run_applicable(inner: Any, specs: list, args: tuple, kwargs: dict) -> Any:
+    """Run one example; a measurement that does not apply to a user family skips the test."""
+    from ntkcheck.family import NotApplicable, is_family
+
+    try:
+        return inner(*args, **kwargs)
+    except NotApplicable as exc:
+        names = ", ".join(s.arch_id for s in specs) or "this network"
+        pytest.skip(f"not applicable to {names}: {exc}")
+    except NotImplementedError as exc:  # e.g. no analytic kernel for a user's network
+        if not any(is_family(s) for s in specs):
+            raise
+        pytest.skip(f"not applicable to {', '.join(s.arch_id for s in specs)}: {exc}")
+
+
 def _per_example_verdict(inner: Any) -> Any:
     """Wrap a Hypothesis inner test: one verdict per drawn architecture, measured once.
 
@@ -134,29 +165,30 @@ def _per_example_verdict(inner: Any) -> Any:
     that still breaks it. An architecture drawn twice is not measured again: its first outcome
     is replayed (the measurement is deterministic), which keeps shrinking consistent.
     """
-    from ntkcheck.arch import ArchSpec
-
     @functools.wraps(inner)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # the failure is the claim's message, not this frame
         item = _current_item.get()
         if item is None:
             return inner(*args, **kwargs)
-        key = tuple(v.arch_id for v in kwargs.values() if isinstance(v, ArchSpec))
+        specs = [v for v in kwargs.values() if _is_spec(v)]
+        for spec in specs:
+            if getattr(spec, "not_applicable", ""):
+                pytest.skip(f"not applicable to {spec.arch_id}: {spec.not_applicable}")
+        key = tuple(v.arch_id for v in specs)
         seen = item.stash.setdefault(_SEEN, {})
         result = None
         if key and key in seen:
             message = seen[key]
         else:
             n_before = len(item.user_properties)
-            result = inner(*args, **kwargs)
+            result = _run_applicable(inner, specs, args, kwargs)
             new = [r for k, r in item.user_properties[n_before:] if k == RECORD_KEY]
             partial = item.config.stash[_SETTINGS].shard is not None
             message = _verdict_failure(item.stash[_CLAIM], new) if new and not partial else None
             if key:
                 seen[key] = message
         if message is not None:
-            specs = [v for v in kwargs.values() if isinstance(v, ArchSpec)]
             item.stash[_SHRUNK] = {"spec": ", ".join(repr(s) for s in specs),
                                    "kind": _failure_kind(item, key)}
             # One raise statement for first runs and replays: Hypothesis identifies a failure
@@ -177,12 +209,10 @@ _SHRUNK = pytest.StashKey[dict]()
 
 def _failure_kind(item: pytest.Item, key: tuple[str, ...]) -> str:
     """Whether the failing architectures ``key`` are a pinned example, shrunk or drawn."""
-    from ntkcheck.arch import ArchSpec
-
     obj = getattr(item, "obj", None)
     for ex in getattr(obj, "hypothesis_explicit_examples", ()) or ():
         values = list(getattr(ex, "kwargs", {}).values()) + list(getattr(ex, "args", ()))
-        if tuple(v.arch_id for v in values if isinstance(v, ArchSpec)) == key:
+        if tuple(v.arch_id for v in values if _is_spec(v)) == key:
             return "pinned"
     return "shrunk" if item.config.stash[_SETTINGS].profile.shrink else "drawn"
 
@@ -204,3 +234,75 @@ def _verdict_failure(claim: Claim, records: list[dict[str, Any]]) -> str | None:
              f"(needs metric {relation} {claim.tolerance:g}):"]
     lines += [f"  {r.arch_id}: {r.message}" for r in failing.itertuples()]
     return "\n".join(lines)
+
+
+# --- --ntk-model: the shipped claims on a user's model family -----------------------------------
+
+
+def configure_model_option(config: pytest.Config, target: str | None) -> None:
+    """Load ``--ntk-model package.module:factory`` and point the strategies at its family.
+
+    Nothing happens without the option. With it, the family's Monte-Carlo reference width
+    defaults to the run's widest width, :mod:`ntkcheck.strategies` draws its members, and a
+    :class:`_ModelOption` plugin marks the claim tests that cannot draw them (tests of a
+    built-in architecture they construct themselves) not applicable.
+
+    Raises:
+        pytest.UsageError: If the target cannot be loaded (the message says why and how).
+
+    """
+    if not target:
+        return
+    import sys
+    from dataclasses import replace
+
+    from ntkcheck.family import load_family, set_active_family
+
+    root = str(config.rootpath)
+    if root not in sys.path:  # looked up on sys.path first, then in the rootdir
+        sys.path.append(root)
+    try:
+        family = load_family(target)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if family.reference_width is None:
+        family = replace(family, reference_width=max(config.stash[_SETTINGS].profile.widths))
+    set_active_family(family)
+    config.add_cleanup(lambda: set_active_family(None))
+    config.pluginmanager.register(_ModelOption(target, family), "ntkcheck-model")
+
+
+class _ModelOption:
+    """Under ``--ntk-model``: the report header line and the not-applicable tests."""
+
+    def __init__(self, target: str, family: Any) -> None:
+        self.target = target
+        self.family = family
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        """Say which family the shipped claims run on, and what stands in for the kernel."""
+        choices = ", ".join(f"{k} in {list(v)}" for k, v in self.family.choices.items())
+        return [f"ntkcheck: --ntk-model {self.target}: family {self.family.name!r} "
+                f"({self.family.parametrization}; {choices or 'no choices'}); infinite-width "
+                f"reference: {self.family.kernel_reference}"]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]
+                                      ) -> None:
+        """Skip claim tests that do not draw an architecture; drop pinned built-in examples."""
+        from hypothesis import Phase
+        from hypothesis import settings as hsettings
+
+        for item in items:
+            if item.get_closest_marker("claim") is None:
+                continue
+            obj = getattr(item, "obj", None)
+            if obj is None or not getattr(obj, "is_hypothesis_test", False):
+                item.add_marker(pytest.mark.skip(
+                    reason=f"not applicable to --ntk-model {self.family.name}: this test "
+                           "measures a built-in architecture it constructs itself"))
+                continue
+            current = getattr(obj, "_hypothesis_internal_use_settings", None)
+            if current is not None and Phase.explicit in current.phases:
+                obj._hypothesis_internal_use_settings = hsettings(
+                    current, phases=[p for p in current.phases if p != Phase.explicit])

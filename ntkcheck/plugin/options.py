@@ -50,6 +50,8 @@ class Settings:
     device: str
     report_dir: Path
     shard: Shard | None = None
+    #: ``--ntk-model package.module:factory``: a user's ModelFamily the shipped claims run on.
+    model: str | None = None
 
 
 def _option(config: pytest.Config, name: str) -> str | None:
@@ -86,6 +88,7 @@ def _resolve_settings(config: pytest.Config) -> Settings:
         device=_option(config, "device") or "auto",
         report_dir=Path(_option(config, "report") or "reports"),
         shard=shard,
+        model=_option(config, "model"),
     )
 
 

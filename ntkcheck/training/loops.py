@@ -109,11 +109,14 @@ def kernel_lr(spec, model: nn.Module, x: torch.Tensor,
     ``model`` at its current parameters (:func:`ntkcheck.kernel_regime.features.lr_weighted_ntk`)
     with muP's
     per-layer rates (:func:`ntkcheck.arch.param_groups`), per output unit (its trace over the
-    ``O`` outputs divided by ``O``). ``factor = 1`` contracts the top
+    ``O`` outputs divided by ``O``); for a user's :class:`ntkcheck.family.ModelFamily`
+    member (no analytic kernel) the empirical NTK of ``model`` at its current parameters, per
+    output unit. ``factor = 1`` contracts the top
     residual mode in one step; GD is stable for ``factor < 2`` in the kernel regime.
 
     Args:
-        spec: The :class:`ntkcheck.arch.ArchSpec` ``model`` was built from (with its width).
+        spec: The :class:`ntkcheck.arch.ArchSpec` or ModelFamily member ``model`` was built
+            from (with its width).
         model: The network.
         x: Training inputs ``(N, *input_shape)``.
         factor: Multiple of ``N / lambda_max``.
@@ -125,13 +128,22 @@ def kernel_lr(spec, model: nn.Module, x: torch.Tensor,
     Raises:
         NotImplementedError: For a family without an analytic kernel (see
             :func:`ntkcheck.kernels.analytic_kernels`).
+        ntkcheck.family.NotApplicable: For a user family whose parametrization is neither
+            ``"ntk"`` nor ``"standard"`` (its per-layer rates are not known).
 
     """
     from ntkcheck.arch import param_groups
+    from ntkcheck.family import is_family
     from ntkcheck.kernel_regime.features import lr_weighted_ntk
-    from ntkcheck.kernels import analytic_kernels
+    from ntkcheck.kernels import analytic_kernels, empirical_ntk
 
     n = len(x)
+    if is_family(spec):
+        spec.lr_scales(model)  # NotApplicable outside ntk / standard
+        with torch.no_grad():
+            n_out = model(x[:1]).reshape(1, -1).shape[1]
+        gram = empirical_ntk(model, x) / n_out
+        return factor * n / float(torch.linalg.eigvalsh(gram.double())[-1]), None
     if spec.parametrization == "mup":
         with torch.no_grad():
             n_out = model(x[:1]).reshape(1, -1).shape[1]
