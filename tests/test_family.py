@@ -257,3 +257,23 @@ def test_readme_torchvision_resnet_builds_where_torchvision_is_installed(tmp_pat
     family = load_family("tv_resnet:tv_resnet")
     net = family.with_width(4).build(seed=0, input_shape=(64,), out_features=3)
     assert net(torch.zeros(2, 64, dtype=torch.float64)).shape == (2, 3)
+
+
+def test_the_lla_helpers_take_a_member():
+    """compare_lla_ntk_gp and lla_calibration on a user family (the NTK-GP reference is then
+    the Monte-Carlo one)."""
+    pytest.importorskip("laplace")
+    from dataclasses import replace
+
+    from ntkcheck.data import load_dataset
+    from ntkcheck.uncertainty.lla import compare_lla_ntk_gp, lla_calibration
+
+    data = load_dataset("diabetes", n=30, seed=0)
+    train, test = data.split(20)
+    fam = replace(ModelFamily("lin", lambda width, seed, out_features=1: nn.Sequential(
+        nn.Linear(data.input_shape[0], width), nn.Tanh(), nn.Linear(width, out_features)),
+        data.input_shape, parametrization="standard"), reference_width=16, reference_samples=2)
+    comparison = compare_lla_ntk_gp(fam, train, test, width=16, seed=0, max_iter=5)
+    assert math.isfinite(comparison.value)
+    calibration = lla_calibration(fam, train, test, width=16, seed=0)
+    assert math.isfinite(calibration.error) and math.isfinite(calibration.nll)
