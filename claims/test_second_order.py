@@ -1,58 +1,66 @@
-"""Second-order optimization in the kernel regime (the seed paper, Sec. 3.1).
+"""Second-order optimization in the kernel regime and in practice (the seed paper, Sec. 3.1).
 
 Zhang, Martens & Grosse 2019 ("Fast convergence of natural gradient descent for
 overparameterized neural networks") prove that natural gradient descent (NGD, here equal to
 Gauss-Newton) on the squared loss contracts the squared residual by ``1 - eta`` per step,
 whatever the conditioning of the data, provided (1) the Jacobian ``J`` of all ``N*O`` training
 outputs has full row rank, ``lambda_0 = lambda_min(J_0 J_0^T) > 0``, and (2) it is stable
-near initialization, ``||J(theta) - J(theta_0)||_2 <= (C / 3) sqrt(lambda_0)`` with
-``C <= 1/2`` (see :mod:`ntkcheck.optim.jacobian` and :mod:`ntkcheck.optim.natural_gradient`).
-Gradient
-descent's rate instead depends on ``lambda_0`` (Du et al. 2018, Thm 4.1). Wenger, Dangel &
-Kristiadi 2023 measured ``lambda_min`` and the stability constant against width and found the
-conditions unmet at practical widths; a reviewer asked for the optimizers to be compared
-directly. Four claims:
+near initialization, ``||J(theta) - J(theta_0)||_2 <= (C / 3) sqrt(lambda_0)``, with the step
+licensed by ``eta <= (1 - 2C) / (1 + C)^2`` (so ``C <= C_max(eta)``, 0.162 at ``eta = 0.5``;
+:func:`ntkcheck.max_stability_constant`). Gradient descent's rate instead is set by the
+NTK's spectrum: at the best constant step ``2N / (lambda_max + lambda_min)`` its slowest
+direction contracts by ``((kappa - 1) / (kappa + 1))^2`` per step, ``kappa = lambda_max /
+lambda_min`` (Nesterov 2004, Thm 2.1.15). Wenger, Dangel & Kristiadi 2023 found the
+conditions unmet at practical widths and second-order methods no faster than tuned Adam there.
+Claims:
 
 * ``jacobian-full-rank``: ``lambda_min`` of the NTK Gram over all outputs at initialization,
-  relative to its infinite-width value ``lambda_min(Theta_inf(X, X))`` (analytic NTK; the
-  infinite-width Gram of ``O`` outputs is ``Theta_inf ⊗ I_O``). Holds at ``>= 3/4``, the bound
-  Du et al. 2018 (Lemma 3.1) prove at initialization for wide enough two-layer ReLU nets; the
-  ratio's infinite-width value 1 is recorded as ``reference`` and drawn in the report.
+  relative to its infinite-width value (analytic NTK, ``Theta_inf ⊗ I_O``); holds at
+  ``>= 3/4`` (Du et al. 2018, Lemma 3.1).
 * ``jacobian-stable``: ``C' = 3 max_t ||J(theta_t) - J(theta_0)||_2 / sqrt(lambda_0)`` over
-  the NGD trajectory (``TRAJECTORY_STEPS`` steps of size ``ETA``), ``<= 1/2``. For networks
-  with piecewise-linear activations (those drawn), ``||J_t - J_0||`` shrinks like
-  ``width^(-1/4)``: each hidden unit moves by O(width^(-1/2)), so a fraction O(width^(-1/2))
-  of units changes activation pattern (Du et al. 2018: unit ``r`` moves by at most
-  ``R' = 4 sqrt(N) ||y - u_0|| / (sqrt(m) lambda_0)``, Lemma 3.3, and its pattern on ``x_i``
-  can flip only if ``|w_r(0)^T x_i| <= R'``, probability ``<= 2 R' / sqrt(2 pi)``, proof of
-  Lemma 3.2), and ``||J - J_0||_F^2`` is that fraction. The smooth
-  part of the change (the units' outputs moving, as for ``erf``) shrinks like
-  ``width^(-1/2)`` (Lee et al. 2019, Lemma 1) and dominates at small widths: for the pinned
-  ReLU network on diabetes the local slope measured between 256 and 65,536 units moves from
-  -0.50 through -0.39 and -0.33 to -0.23, so fits over ``quick``'s widths come out near -0.45.
-* ``ngd-rate``: the worst per-step contraction of NGD's squared residual over
-  ``RATE_STEPS`` steps, relative to Zhang et al.'s ``1 - eta``: holds at ``<= 1``. On a
-  linear model it is ``(1 - eta)^2 / (1 - eta) = 1 - eta`` (``reference``).
-* ``ngd-beats-gd``: steps to reach ``TARGET_FRACTION`` (1/10) of the initial loss, tuned GD
-  over NGD, ``>= 2``. GD is tuned over ``GD_LR_FRACTIONS`` of ``2N / (lambda_max +
-  lambda_min)`` of the network's NTK Gram (the optimal constant step on a quadratic; Nesterov
-  2004, Thm 2.1.15); both run at most ``budget = 4 * train_steps`` steps and a run that misses
-  the target counts as ``budget`` steps (so the ratio is a lower bound when only GD misses,
-  and 1 when both miss). ``reference`` is the same ratio for the linearized infinite-width
-  network (analytic NTK, same initial residual), in closed form.
+  ``TRAJECTORY_STEPS`` NGD steps of size ``ETA``, ``<= C_max(ETA)``. Its asymptotic rate is
+  ``width^(-1/4)`` for piecewise-linear activations: each hidden unit moves by
+  O(width^(-1/2)), so a fraction O(width^(-1/2)) of units changes activation pattern (Du et
+  al. 2018, Lemma 3.3 and the proof of Lemma 3.2), and ``||J - J_0||_F^2`` is that fraction.
+  The smooth part of the change shrinks like ``width^(-1/2)`` (Lee et al. 2019, Lemma 1) and
+  dominates at small widths, so fits over ``quick``'s widths come out steeper than -1/4. Each
+  record's ``width_needed_asymptotic`` extrapolates with the asymptotic -1/4 (the theory's
+  rate), not the fitted pre-asymptotic slope: the seed paper's observation that at practical
+  widths the condition fails, as a width.
+* ``ngd-rate``: the worst per-step contraction of NGD's squared residual over ``RATE_STEPS``
+  steps relative to Zhang et al.'s ``1 - eta``, ``<= 1``, judged **only where its hypotheses
+  are measured to hold** on the same trajectory (``lambda_0 > 0`` and ``C' <= C_max(ETA)``);
+  elsewhere the unit is recorded as *not measured: hypotheses not met* (status
+  ``"hypotheses"``, the measured ``C'`` in the reason), which no verdict counts as holding.
+  Setting: ``N_ORTHO`` orthogonal inputs (:func:`ntkcheck.orthogonal_inputs`), where
+  ``lambda_0`` is as large as it gets and the conditions can hold at CPU widths; on diabetes
+  they hold at none (``jacobian-stable``).
+* ``ngd-conditioning``: NGD's mean per-step log contraction relative to the kernel regime's
+  ``log (1 - eta)^2`` (``1`` whatever ``kappa``); holds at ``>= 1/2``, which is Zhang et al.'s
+  guaranteed ``1 - eta`` per step. Swept over widths and depths 1-2 on diabetes, whose NTK is
+  ill-conditioned; each record also carries ``kappa`` and gradient descent's measured mean log
+  contraction at the best constant step with its spectral prediction, so the report shows
+  NGD's rate flat and GD's falling with ``kappa``. Replaces ``ngd-beats-gd`` (a steps ratio
+  with an underived tolerance, in a setting where it could not fail).
+* ``second-order-speedup`` (practical only): the seed paper's depth-3 standard-parametrized
+  ReLU MLP (``PAPER_SPECS["wenger2023-mlp"]``) on the full digits set (1,437 training, 360
+  held-out images), cross-entropy, mini-batches of ``BATCH``, each optimizer at a step size
+  tuned once at the base width (the sweep's narrowest) on a documented grid and then held
+  fixed; value: wall-clock seconds of tuned Adam over K-FAC's to the held-out loss
+  ``TARGET_TEST_LOSS``; holds at ``>= 1`` (K-FAC at least as fast, what the kernel-regime
+  theory would lead one to expect). SGD with momentum runs alongside; every optimizer's loss
+  curve is stored in the record (``curve_<optimizer>``) and drawn in the report.
 
-Settings (each architecture id maps to one data set): MLPs (Zhang et al.'s two-layer network
-is pinned) regress scikit-learn's diabetes target (10 standardized features, standardized
-scalar target, ``N = n_inputs``); CNNs fit digits images with one-hot targets minus 1/10
-(``N = n_inputs // 4`` images, ``N*O = 10 N`` outputs). The CNN's full-output NTK costs
-``O(N^2 (HW)^2 C)`` per conv layer, so CNN widths (channels) above the profile's
-``cnn_max_width`` (128 in ``smoke``, 256 in ``quick``) are not measured (the ``paper``
-profile, for a GPU, measures every width; it uses 256 diabetes points and 64 digits images).
+Settings (each architecture id maps to one data set): MLPs regress scikit-learn's diabetes
+target (10 standardized features, ``N = n_inputs``) or, for ``ngd-rate``, orthogonal inputs;
+CNNs fit digits images with one-hot targets minus 1/10 (``N = n_inputs // 4``). CNN widths above
+the profile's ``cnn_max_width`` are not measured (the ``paper`` profile measures every width).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -60,29 +68,52 @@ from hypothesis import example, given
 
 from ntkcheck import (
     CNN_CAP_REASON,
+    PAPER_SPECS,
     ArchSpec,
+    Curve,
     analytic_kernels,
+    fit,
+    gradient_descent,
     gram_extreme_eigenvalues,
     jacobian_stability_along_ngd,
-    kernel_ngd_losses,
-    kernel_race_to_target,
     load_dataset,
+    max_stability_constant,
+    mean_log_contraction,
     natural_gradient_descent,
-    race_to_target,
+    orthogonal_inputs,
+    plain_mlp,
     strategies,
+    tune_lr,
+    width_for_tolerance,
     worst_step_contraction,
 )
 
-#: NGD step size ``eta`` (Zhang et al.'s Theorem 1 allows it for ``C <= 0.16``).
+#: NGD step size ``eta``.
 ETA = 0.5
+#: The largest stability constant that licenses ``ETA`` (Zhang et al. 2019, Thm 1).
+C_MAX = max_stability_constant(ETA)
+#: ``jacobian-stable``'s asymptotic rate for piecewise-linear networks (module docstring).
+ASYMPTOTIC_RATE = -0.25
 #: NGD steps along which the Jacobian's change is measured (squared residual ``0.25**8``).
 TRAJECTORY_STEPS = 8
 #: NGD steps over which the per-step contraction is measured.
 RATE_STEPS = 8
-#: ``ngd-beats-gd`` target: this fraction of the initial loss.
-TARGET_FRACTION = 0.1
-#: GD learning rates tried, as fractions of ``2N / (lambda_max + lambda_min)``.
-GD_LR_FRACTIONS = (1.0, 0.5, 0.25)
+#: ``ngd-rate``'s orthogonal inputs: number and dimension.
+N_ORTHO, DIM_ORTHO = 4, 16
+#: ``ngd-conditioning``: gradient-descent steps at the best constant step.
+GD_STEPS = 50
+#: ``second-order-speedup``: mini-batch size, epoch budget, held-out target (nats).
+BATCH, MAX_EPOCHS, TARGET_TEST_LOSS = 64, 20, 0.25
+#: Epochs per grid point when tuning a step size at the base width.
+TUNE_EPOCHS = 4
+#: Step-size grids, tried at the base width (half-decades around each method's usual value).
+LR_GRIDS = {"adam": (3e-4, 1e-3, 3e-3), "sgd": (0.01, 0.03, 0.1), "kfac": (0.03, 0.1, 0.3)}
+#: K-FAC: damping (curvlinops' heuristic pi split) and steps between curvature updates.
+KFAC_DAMPING, KFAC_EVERY = 0.1, 10
+#: Widest width the practical comparison trains on CPU profiles (K-FAC factors are width^2).
+PRACTICAL_MAX_WIDTH = 1024
+PRACTICAL_CAP_REASON = ("K-FAC's Kronecker factors are width x width per layer and each "
+                        "run trains to a held-out target: the paper profile trains every width")
 
 PINNED_MLP = ArchSpec(depth=1, activation="relu")  # Zhang et al.'s two-layer ReLU network
 PINNED_CNN = ArchSpec(family="cnn", depth=1, activation="relu")
@@ -118,6 +149,13 @@ def _theta_inf(spec: ArchSpec, x: torch.Tensor, name: str) -> torch.Tensor:
     """The analytic NTK Gram per output on the setting's inputs, cached per architecture."""
     data = "digits" if name == "digits-onehot" else name
     return _theta_inf_cached(spec, data, len(x), str(x.device))
+
+
+def _width_needed(width: int, c_prime: float) -> float:
+    """The width where ``C'`` reaches ``C_MAX`` at the asymptotic rate ``width^(-1/4)``."""
+    if not (c_prime > 0 and math.isfinite(c_prime)):
+        return float(width) if c_prime == 0 else math.inf
+    return width_for_tolerance(width, c_prime, C_MAX, ASYMPTOTIC_RATE)
 
 
 def _build(spec, width, init, x, y, device):
@@ -168,13 +206,14 @@ def test_jacobian_full_rank_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 STABLE = dict(
     id="jacobian-stable",
-    statement="Along natural-gradient training the Jacobian stays within the stability bound: "
-              "C' = 3 max_t ||J(θ_t) - J(θ_0)||_2 / sqrt(λ_0) <= 1/2",
+    statement="Along natural-gradient training the Jacobian stays within the stability bound "
+              "that licenses the step: C' = 3 max_t ||J(θ_t) - J(θ_0)||_2 / sqrt(λ_0) <= "
+              "C_max(η) with η = (1 - 2 C_max) / (1 + C_max)^2 (0.162 at η = 0.5)",
     source="Zhang, Martens & Grosse 2019, Condition 2 and Thm 1; rate: Du et al. 2018, "
            "Lemmas 3.2-3.3",
     metric="C' over 8 NGD steps (η = 0.5) on diabetes (MLP) or digits one-hot (CNN)",
-    tolerance=0.5,
-    rate=-0.25,
+    tolerance=C_MAX,
+    rate=ASYMPTOTIC_RATE,
 )
 
 
@@ -184,7 +223,9 @@ def _stable(spec, sweep, device, measure, profile):
         init = measure.seed(spec, width=width, seed=seed)
         run = jacobian_stability_along_ngd(_build(spec, width, init, x, y, device), x, y,
                                            lr=ETA, steps=TRAJECTORY_STEPS)
-        measure(spec, width=width, seed=seed, value=run.c_prime, lambda_0=run.lambda_0,
+        measure(spec, width=width, seed=seed, value=run.c_prime, c_max=C_MAX,
+                width_needed_asymptotic=_width_needed(width, run.c_prime),
+                lambda_0=run.lambda_0,
                 lambda_max=run.lambda_max, max_jacobian_change=run.max_jacobian_change,
                 max_move_over_radius=run.max_move_over_radius,
                 final_loss_ratio=run.losses[-1] / run.losses[0], dataset=name)
@@ -202,83 +243,176 @@ def test_jacobian_stable_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
     _stable(PINNED_CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
+
+
 # --------------------------------------------------------------------------------- ngd-rate
 
 RATE = dict(
     id="ngd-rate",
-    statement="Each natural-gradient step contracts the squared residual by at least 1 - η",
+    statement="Where its hypotheses are measured to hold (λ_0 > 0 and C' <= C_max(η)), each "
+              "natural-gradient step contracts the squared residual by at least 1 - η",
     source="Zhang, Martens & Grosse 2019, Thm 1 (per-step contraction in its proof)",
-    metric="max_k (||r_{k+1}||^2 / ||r_k||^2) / (1 - η) over 8 NGD steps, η = 0.5",
+    metric="max_k (||r_{k+1}||^2 / ||r_k||^2) / (1 - η) over 8 NGD steps, η = 0.5, on 4 "
+           "orthogonal inputs; units whose C' > 0.162 are not judged",
     tolerance=1.0,
 )
+#: ``ngd-rate``'s architectures: smooth activations, where ``C'`` falls like width^(-1/2).
+SMOOTH_TWO_LAYER = strategies.mlps(min_depth=1, max_depth=1, activations=("erf",))
+PINNED_SMOOTH = ArchSpec(depth=1, activation="erf")
 
 
 def _ngd_rate(spec, sweep, device, measure, profile):
-    x, y, name = _setting(spec, profile, device)
-    theta_inf = _theta_inf(spec, x, name)
+    x, y = orthogonal_inputs(N_ORTHO, DIM_ORTHO, device=device)
     for width, seed in _units(spec, sweep, profile, measure):
         init = measure.seed(spec, width=width, seed=seed)
-        net = _build(spec, width, init, x, y, device)
-        with torch.no_grad():
-            r0 = net(x) - y
-        losses = natural_gradient_descent(net, x, y, lr=ETA, steps=RATE_STEPS).losses
-        linear = kernel_ngd_losses(theta_inf, r0, lr=ETA, steps=RATE_STEPS)
-        measure(spec, width=width, seed=seed, value=worst_step_contraction(losses, ETA),
-                reference=worst_step_contraction(list(linear), ETA),
-                final_loss_ratio=losses[-1] / losses[0], dataset=name)
+        run = jacobian_stability_along_ngd(_build(spec, width, init, x, y, device), x, y,
+                                           lr=ETA, steps=RATE_STEPS)
+        if not (run.lambda_0 > 0 and run.c_prime <= C_MAX):
+            measure.not_measured(
+                spec, width=width, seed=seed, status="hypotheses",
+                reason=f"C' = {run.c_prime:.3g} > C_max(η={ETA}) = {C_MAX:.3g} "
+                       f"(λ_0 = {run.lambda_0:.3g}); Zhang et al.'s Thm 1 does not apply")
+            continue
+        measure(spec, width=width, seed=seed, value=worst_step_contraction(run.losses, ETA),
+                reference=1.0 - ETA, c_prime=run.c_prime, c_max=C_MAX, hypotheses_met=True,
+                lambda_0=run.lambda_0, final_loss_ratio=run.losses[-1] / run.losses[0],
+                dataset="orthogonal")
 
 
 @pytest.mark.claim(**RATE)
-@given(spec=TWO_LAYER)
-@example(spec=PINNED_MLP)
+@given(spec=SMOOTH_TWO_LAYER)
+@example(spec=PINNED_SMOOTH)
 def test_ngd_rate(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
     _ngd_rate(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
-@pytest.mark.claim(**RATE)
-def test_ngd_rate_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
-    _ngd_rate(PINNED_CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
+# ------------------------------------------------------------------------- ngd-conditioning
 
-
-# ----------------------------------------------------------------------------- ngd-beats-gd
-
-BEATS = dict(
-    id="ngd-beats-gd",
-    statement="Natural gradient descent reaches a target loss in at most half the steps of "
-              "tuned gradient descent",
-    source="Zhang, Martens & Grosse 2019, Thm 1 vs Du et al. 2018, Thm 4.1",
-    metric="steps of tuned GD / steps of NGD (η = 0.5) to 1/10 of the initial MSE",
-    tolerance=2.0,
+CONDITIONING = dict(
+    id="ngd-conditioning",
+    statement="Natural gradient descent's convergence rate does not depend on the NTK's "
+              "condition number: its mean per-step log contraction is at least half the "
+              "kernel regime's log (1 - η)^2 (Zhang et al.'s 1 - η per step), while gradient "
+              "descent's is set by λ_min / λ_max",
+    source="Zhang, Martens & Grosse 2019, Thm 1; GD: Nesterov 2004, Thm 2.1.15; "
+           "Du et al. 2018, Thm 4.1",
+    metric="mean_k log(L_{k+1}/L_k) / log (1 - η)^2 over 8 NGD steps (η = 0.5) on diabetes",
+    tolerance=0.5,
     direction="above",
 )
 
 
-def _beats(spec, sweep, device, measure, profile):
+def _conditioning(spec, sweep, device, measure, profile, damping=0.0):
     x, y, name = _setting(spec, profile, device)
-    theta_inf = _theta_inf(spec, x, name)
-    budget = 4 * profile.train_steps
-    race = dict(eta=ETA, target_fraction=TARGET_FRACTION, lr_fractions=GD_LR_FRACTIONS,
-                budget=budget)
+    kernel_log_rate = 2 * math.log(1 - ETA)
     for width, seed in _units(spec, sweep, profile, measure):
         init = measure.seed(spec, width=width, seed=seed)
         net = _build(spec, width, init, x, y, device)
-        with torch.no_grad():
-            r0 = net(x) - y
-        run = race_to_target(net, x, y, **race)
-        limit = kernel_race_to_target(theta_inf, r0, **race)
-        measure(spec, width=width, seed=seed, value=run.ratio, reference=limit.ratio,
-                gd_steps=run.gd_steps, ngd_steps=run.ngd_steps, gd_lr=run.gd_lr,
-                budget=budget, gd_steps_inf=limit.gd_steps, ngd_steps_inf=limit.ngd_steps,
-                dataset=name)
+        gd_net = _build(spec, width, init, x, y, device)
+        lam_min, lam_max = gram_extreme_eigenvalues(net, x)
+        kappa = lam_max / lam_min if lam_min > 0 else math.inf
+        ngd = natural_gradient_descent(net, x, y, lr=ETA, steps=RATE_STEPS, damping=damping)
+        ngd_rate = mean_log_contraction(ngd.losses)
+        gd_losses = gradient_descent(gd_net, x, y, lr=2 * len(x) / (lam_max + lam_min),
+                                     steps=GD_STEPS)
+        gd_bound = 2 * math.log((kappa - 1) / (kappa + 1)) if math.isfinite(kappa) else 0.0
+        measure(spec, width=width, seed=seed, value=ngd_rate / kernel_log_rate, reference=1.0,
+                kappa=kappa, ngd_log_rate=ngd_rate, gd_log_rate=mean_log_contraction(gd_losses),
+                gd_log_rate_slowest=gd_bound, damping=damping, dataset=name)
 
 
-@pytest.mark.claim(**BEATS)
-@given(spec=TWO_LAYER)
+@pytest.mark.claim(**CONDITIONING)
+@given(spec=strategies.mlps(min_depth=1, max_depth=2, activations=("relu", "erf")))
 @example(spec=PINNED_MLP)
-def test_ngd_beats_gd(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
-    _beats(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
+def test_ngd_conditioning(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _conditioning(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
-@pytest.mark.claim(**BEATS)
-def test_ngd_beats_gd_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
-    _beats(PINNED_CNN, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
+# ---------------------------------------------------------------------- second-order-speedup
+
+SPEEDUP = dict(
+    id="second-order-speedup",
+    statement="K-FAC (natural gradient's practical approximation) reaches a target held-out "
+              "loss at least as fast in wall-clock time as tuned Adam",
+    source="Zhang, Martens & Grosse 2019 (the kernel-regime argument); Martens & Grosse "
+           "2015 (K-FAC); Wenger, Dangel & Kristiadi 2023, Sec. 3.1 (the test in practice)",
+    metric="seconds of tuned Adam / seconds of tuned K-FAC to held-out CE 0.25, digits, "
+           "depth-3 SP ReLU MLP, batch 64",
+    tolerance=1.0,
+    direction="above",
+    setting="practical",
+)
+PRACTICAL_OPTIMIZERS = ("adam", "sgd", "kfac")
+
+
+@functools.lru_cache(maxsize=2)
+def _digits_split(device: str):
+    data = load_dataset("digits", n=1797, seed=0, dtype=torch.float32, device=device)
+    x = data.x.reshape(len(data), -1)
+    return (x[:1437], data.y[:1437]), (x[1437:], data.y[1437:])
+
+
+def _paper_mlp(width: int, seed: int, device) -> torch.nn.Module:
+    spec = PAPER_SPECS["wenger2023-mlp"]
+    return plain_mlp(64, width, spec.depth, 10, seed=seed, weight_std=spec.weight_std,
+                     device=device)
+
+
+def _fit_kwargs(optimizer: str) -> dict:
+    extra = dict(damping=KFAC_DAMPING, curvature_every=KFAC_EVERY) if optimizer == "kfac" else {}
+    return dict(loss="cross_entropy", batch_size=BATCH, **extra)
+
+
+@functools.lru_cache(maxsize=8)
+def _tuned_lr(optimizer: str, base_width: int, device: str) -> tuple[float, str]:
+    train, test = _digits_split(device)
+    tuned = tune_lr(_paper_mlp(base_width, 0, device), train, test, optimizer=optimizer,
+                    grid=LR_GRIDS[optimizer], epochs=TUNE_EPOCHS, **_fit_kwargs(optimizer))
+    return tuned.lr, ";".join(f"{lr:g}:{loss:.4g}" for lr, loss in tuned.tried)
+
+
+def _speedup(sweep, device, measure, profile):
+    spec = PAPER_SPECS["wenger2023-mlp"]
+    train, test = _digits_split(str(device))
+    base = min(profile.widths)
+    lrs = {opt: _tuned_lr(opt, base, str(device)) for opt in PRACTICAL_OPTIMIZERS}
+    for width, seed in measure.capped(spec, sweep, max(PRACTICAL_MAX_WIDTH, base)
+                                      if profile.name != "paper" else None,
+                                      why=PRACTICAL_CAP_REASON):
+        init = measure.seed(spec, width=width, seed=seed)
+        curves: dict[str, Curve] = {}
+        for opt in PRACTICAL_OPTIMIZERS:
+            curves[opt] = fit(_paper_mlp(width, init, device), train, test, optimizer=opt,
+                              lr=lrs[opt][0], epochs=MAX_EPOCHS, seed=init,
+                              target_test_loss=TARGET_TEST_LOSS, **_fit_kwargs(opt))
+        extra = {}
+        for opt, curve in curves.items():
+            hit = curve.time_to(TARGET_TEST_LOSS)
+            extra[f"{opt}_lr"] = curve.lr
+            extra[f"{opt}_lr_grid"] = lrs[opt][1]
+            extra[f"{opt}_seconds"] = hit[0] if hit else math.inf
+            extra[f"{opt}_epochs"] = hit[1] if hit else math.inf
+            extra[f"{opt}_best_test_loss"] = curve.best_test_loss
+            extra[f"{opt}_test_accuracy"] = curve.points[-1].test_accuracy
+            extra[f"curve_{opt}"] = curve.to_json()
+        # A run that misses the target counts as its whole budget (a censored time).
+        t_adam = extra["adam_seconds"] if math.isfinite(extra["adam_seconds"]) else (
+            curves["adam"].points[-1].seconds)
+        t_kfac = extra["kfac_seconds"] if math.isfinite(extra["kfac_seconds"]) else (
+            curves["kfac"].points[-1].seconds)
+        for key in [k for k, v in extra.items() if isinstance(v, float) and math.isinf(v)]:
+            extra[key] = None  # missed the target within MAX_EPOCHS
+        measure(spec, width=width, seed=seed, value=t_adam / max(t_kfac, 1e-9),
+                epochs_ratio=_ratio(extra["adam_epochs"], extra["kfac_epochs"]),
+                target_test_loss=TARGET_TEST_LOSS, batch_size=BATCH, max_epochs=MAX_EPOCHS,
+                base_width=base, n_train=len(train[0]), n_test=len(test[0]),
+                dataset="digits", dtype="float32", **extra)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+@pytest.mark.claim(**SPEEDUP)
+def test_second_order_speedup(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    _speedup(ntk_sweep, ntk_device, ntk_measure, ntk_profile)

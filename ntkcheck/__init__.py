@@ -92,6 +92,16 @@ _API = {
     "require_laplace": "ntkcheck.uncertainty.laplace",
     "rkhs_norm_bound": "ntkcheck.uncertainty.bandits",
     "task_ntk": "ntkcheck.continual",
+    "PAPER_SPECS": "ntkcheck.strategies",
+    "max_stability_constant": "ntkcheck.optim.natural_gradient",
+    "mean_log_contraction": "ntkcheck.optim.natural_gradient",
+    "orthogonal_inputs": "ntkcheck.optim.natural_gradient",
+    "width_for_tolerance": "ntkcheck.optim.natural_gradient",
+    "Curve": "ntkcheck.optim.optimizers",
+    "fit": "ntkcheck.optim.optimizers",
+    "tune_lr": "ntkcheck.optim.optimizers",
+    "plain_mlp": "ntkcheck.optim.optimizers",
+    "OPTIMIZERS": "ntkcheck.optim.optimizers",
     "worst_step_contraction": "ntkcheck.optim.natural_gradient",
 }
 

@@ -10,6 +10,10 @@ missing (``null`` in ``records.jsonl``, NaN in tables) and a ``reason`` column s
 * ``"capped"``: the claim leaves this width out on purpose (``ntk_measure.capped``, e.g. CNNs
   above ``Profile.cnn_max_width``, whose kernels cost too much on a CPU).
 
+* ``"hypotheses"``: the theorem the claim tests has conditions that were measured and do not
+  hold for this unit (e.g. ``ngd-rate`` where Zhang et al.'s Jacobian-stability constant
+  exceeds the bound its step size needs); the conclusion is not judged there.
+
 Verdicts, rate fits and the finite-value check of the record schema use measured records only.
 Records written before the column existed count as measured.
 """
@@ -26,7 +30,7 @@ __all__ = ["MEASURED", "NOT_MEASURED", "STATUSES", "label", "measured_mask", "me
 MEASURED = "measured"
 #: Not-measured statuses and how the report words them ("not measured: <label>").
 NOT_MEASURED = {"oom": "out of memory", "timeout": "timed out",
-                "capped": "above the width cap"}
+                "capped": "above the width cap", "hypotheses": "hypotheses not met"}
 STATUSES = (MEASURED, *NOT_MEASURED)
 
 

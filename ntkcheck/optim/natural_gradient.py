@@ -61,9 +61,10 @@ from ntkcheck.training.loops import TrainingDiverged, TrainResult, mse_loss, tra
 
 __all__ = ["Race", "StabilityRun", "TunedRun", "censored_ratio", "gauss_newton_direction",
            "gd_learning_rates", "jacobian_stability_along_ngd", "kernel_gd_losses",
-           "kernel_ngd_losses", "kernel_race_to_target", "natural_gradient_descent",
+           "kernel_ngd_losses", "kernel_race_to_target", "max_stability_constant",
+           "mean_log_contraction", "natural_gradient_descent", "orthogonal_inputs",
            "race_to_target", "steps_to_target", "tuned_gradient_descent",
-           "worst_step_contraction"]
+           "width_for_tolerance", "worst_step_contraction"]
 
 
 def gauss_newton_direction(model: nn.Module, x: torch.Tensor, residual: torch.Tensor, *,
@@ -557,3 +558,75 @@ def worst_step_contraction(losses: Sequence[float], eta: float, *, floor: float 
     ratios = [b / a for a, b in zip(losses[:-1], losses[1:], strict=True)
               if a > floor * losses[0]]
     return max(ratios) / (1 - eta)
+
+
+def max_stability_constant(eta: float) -> float:
+    """The largest ``C`` for which step ``eta`` is licensed: ``eta = (1 - 2C) / (1 + C)^2``.
+
+    Zhang, Martens & Grosse 2019, Thm 1 allows ``eta <= (1 - 2C) / (1 + C)^2``; the right side
+    falls from 1 at ``C = 0`` to 0 at ``C = 1/2``, so for ``eta`` in ``(0, 1]`` the condition
+    is ``C <= C_max(eta)`` with ``C_max`` the root in ``[0, 1/2)`` of
+    ``eta C^2 + (2 + 2 eta) C + eta - 1 = 0``:
+    ``C_max = (-(1 + eta) + sqrt((1 + eta)^2 - eta (eta - 1))) / eta``.
+
+    Raises:
+        ValueError: If ``eta`` is not in ``(0, 1]``.
+
+    """
+    if not 0 < eta <= 1:
+        raise ValueError(f"eta must be in (0, 1], got {eta!r}")
+    return (-(1 + eta) + math.sqrt((1 + eta) ** 2 - eta * (eta - 1))) / eta
+
+
+def width_for_tolerance(width: float, value: float, tolerance: float, rate: float) -> float:
+    """The width at which ``value`` reaches ``tolerance`` if it scales as ``width^rate``.
+
+    ``w* = width (tolerance / value)^(1 / rate)`` (``width`` itself when ``value`` already
+    satisfies it on the side the rate moves to).
+
+    Raises:
+        ValueError: If a value, the width or the tolerance is not positive, or ``rate == 0``.
+
+    """
+    if not (width > 0 and value > 0 and tolerance > 0) or rate == 0:
+        raise ValueError("width, value and tolerance must be > 0 and rate non-zero")
+    if (rate < 0 and value <= tolerance) or (rate > 0 and value >= tolerance):
+        return float(width)
+    return float(width) * (tolerance / value) ** (1.0 / rate)
+
+
+def mean_log_contraction(losses: Sequence[float], *, floor: float = 1e-20) -> float:
+    """``mean_k log(L_{k+1} / L_k)``: the mean per-step log contraction of a loss curve.
+
+    Steps from a loss below ``floor * L_0`` (round-off) are skipped.
+
+    Raises:
+        ValueError: With fewer than two losses or ``L_0 <= 0``.
+
+    """
+    if len(losses) < 2 or not losses[0] > 0:
+        raise ValueError("need at least two losses with a positive initial loss")
+    logs = [math.log(b / a) for a, b in zip(losses[:-1], losses[1:], strict=True)
+            if a > floor * losses[0] and b > 0]
+    if not logs:
+        raise ValueError("no step above the round-off floor")
+    return sum(logs) / len(logs)
+
+
+def orthogonal_inputs(n: int, dim: int, *, dtype: torch.dtype = torch.float64,
+                      device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` orthogonal inputs ``sqrt(dim) e_i`` with alternating targets ``+-1``, ``(n, 1)``.
+
+    Orthogonal inputs of equal norm give the NTK Gram its largest ``lambda_0`` for a given
+    ``n`` (Zhang et al. 2019's width requirement grows like ``n^4 / lambda_0^4``), so it is a
+    setting where the Jacobian conditions can hold at widths a CPU sweeps.
+
+    Raises:
+        ValueError: If ``n > dim`` or either is below 1.
+
+    """
+    if not 1 <= n <= dim:
+        raise ValueError(f"need 1 <= n <= dim, got n={n}, dim={dim}")
+    x = torch.eye(dim, dtype=dtype, device=device)[:n] * math.sqrt(dim)
+    y = torch.where(torch.arange(n, device=device) % 2 == 0, 1.0, -1.0).to(dtype)
+    return x, y.reshape(-1, 1)

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ntkcheck.report import fmt
+from ntkcheck.report.curves import curves_svg
 from ntkcheck.report.plots import PlotSeries, svg_loglog
 
 #: Lines of a failure's text shown in the report.
@@ -74,6 +75,7 @@ class ClaimSection:
     plot_note: str = ""
     depth_plot_svg: str = ""
     depths: str = ""
+    curves_svg: str = ""
     practical_outcome: str = ""
     has_theory: bool = True
     tests: list[TestRow] = field(default_factory=list)
@@ -316,4 +318,5 @@ def build_section(
         plot_note=note,
         depth_plot_svg=depth_svg,
         depths=depths,
+        curves_svg=curves_svg(records),
     )
