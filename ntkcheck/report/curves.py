@@ -15,11 +15,12 @@ import json
 import math
 from typing import Any
 
+import matplotlib as mpl
 import pandas as pd
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
-from ntkcheck.report.plots import PALETTE, _tidy_svg
+from ntkcheck.report.plots import _RC, PALETTE, _tidy_svg
 
 __all__ = ["CURVE_PREFIX", "curve_columns", "curves_svg", "parse_curve"]
 
@@ -63,6 +64,12 @@ def curves_svg(records: pd.DataFrame, *, max_widths: int = 6) -> str:
         step = (len(widths) - 1) / (max_widths - 1)
         widths = sorted({widths[round(i * step)] for i in range(max_widths)})
     colors = {c[len(CURVE_PREFIX):]: PALETTE[i % len(PALETTE)] for i, c in enumerate(cols)}
+    with mpl.rc_context(_RC):
+        return _draw(records, cols, widths, colors)
+
+
+def _draw(records: pd.DataFrame, cols: list[str], widths: list[int],
+          colors: dict[str, str]) -> str:
     fig = Figure(figsize=(7.0, 2.0 * len(widths)))
     FigureCanvasSVG(fig)
     axes = fig.subplots(len(widths), 2, squeeze=False)
