@@ -5,10 +5,20 @@ NTK at a random initialization converges in probability to a deterministic kerne
 NTK. The fluctuations around the limit shrink like width^(-1/2) (Hanin & Nica 2020, for fixed
 depth), so the relative Frobenius error against the analytic kernel has log-log slope -1/2.
 The same holds for CNNs with global average pooling against the CNTK (Arora et al. 2019).
+
+Depth (``test_ntk_at_init_depth``): Hanin & Nica 2020 ("Finite depth and width corrections to
+the neural tangent kernel", Thm 1) show that for a ReLU MLP of depth ``L`` and width ``n`` the
+NTK's fluctuations at initialization grow with ``L / n``: on the diagonal
+``E[Θ(x, x)^2] / E[Θ(x, x)]^2 ≈ exp(5 L / n)`` (up to lower-order terms), a relative variance of
+about ``5 L / n`` when ``L << n``, so the relative error of the empirical NTK grows like
+``sqrt(L / n)`` and the width at which it falls to the tolerance grows linearly with depth.
+The test measures the pinned ReLU MLP at every depth of ``Profile.depths`` (1, 2, 4 in
+``quick``), each depth its own architecture id and verdict; the drawn MLPs leave those
+architectures to it.
 """
 
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 
 from ntkcheck import (
     CNN_CAP_REASON,
@@ -41,12 +51,22 @@ def _measure_sweep(spec, x, sweep, device, measure, max_width=None):
                     value=relative_frobenius_error(theta, reference))
 
 
+#: The architecture swept over ``Profile.depths`` (Hanin & Nica 2020 treat ReLU).
+DEPTH_SPEC = ArchSpec(activation="relu")
+
+
 @NTK_AT_INIT
 @given(spec=strategies.mlps(parametrizations=("ntk",)))
-@example(spec=ArchSpec(depth=2, activation="relu"))
 @example(spec=ArchSpec(depth=2, activation="erf"))
-def test_ntk_at_init(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits):
+def test_ntk_at_init(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    assume(spec.arch_id not in {s.arch_id for s in ntk_profile.depth_sweep(DEPTH_SPEC)})
     _measure_sweep(spec, ntk_digits.x, ntk_sweep, ntk_device, ntk_measure)
+
+
+@NTK_AT_INIT
+def test_ntk_at_init_depth(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    for spec in ntk_profile.depth_sweep(DEPTH_SPEC):
+        _measure_sweep(spec, ntk_digits.x, ntk_sweep, ntk_device, ntk_measure)
 
 
 @NTK_AT_INIT

@@ -65,6 +65,7 @@ _API = {
     "render_report": "ntkcheck.report",
     "Budget": "ntkcheck.continual",
     "CNN_CAP_REASON": "ntkcheck.profiles",
+    "DEPTH_CAP_REASON": "ntkcheck.profiles",
     "ClassificationBandit": "ntkcheck.uncertainty.bandits",
     "LaplaceNotInstalled": "ntkcheck.uncertainty.laplace",
     "check_psd": "ntkcheck.numerics",

@@ -7,13 +7,18 @@ the whole suite), ``paper`` for a GPU at the seed paper's scale. Command-line op
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
-__all__ = ["CNN_CAP_REASON", "Profile", "PROFILES", "get_profile", "parse_widths"]
+__all__ = ["CNN_CAP_REASON", "DEPTH_CAP_REASON", "Profile", "PROFILES", "get_profile",
+           "parse_widths"]
 
 #: Why :attr:`Profile.cnn_max_width` exists, for ``ntk_measure.capped(..., why=CNN_CAP_REASON)``.
 CNN_CAP_REASON = ("the profile's cnn_max_width: a CNN's empirical NTK grows with the image "
                   "positions squared; the paper profile sweeps every width")
+#: Why :meth:`Profile.depth_width_cap` exists, for ``ntk_measure.capped(..., why=...)``.
+DEPTH_CAP_REASON = ("the profile's depth_max_hidden: training a deep MLP costs O(N depth "
+                    "width^2) per step; the paper profile sweeps every width at every depth")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,14 @@ class Profile:
         cnn_max_width: Widest CNN (channels) that kernel claims measure, or None for every
             width: a CNN's empirical NTK costs O(N^2 (HW)^2 C) per conv layer, so wider CNNs
             are left to the ``paper`` profile on a GPU.
+        depths: MLP depths (hidden layers) that the depth-sweep claim tests measure, every
+            one of them at every width (depth is a second axis, never drawn): the kernel
+            regime needs width >> depth (Hanin & Nica 2020: the NTK's fluctuations grow
+            like depth / width), so the width a claim needs is a function of depth.
+        depth_max_hidden: Most hidden-to-hidden weights, ``(depth - 1) * width**2``, that a
+            *training* claim's depth sweep trains (a step costs O(N depth width^2)); wider
+            units are recorded as not measured (above the width cap) and left to the
+            ``paper`` profile. None: no cap. Depth 1 is never capped.
 
     """
 
@@ -45,6 +58,16 @@ class Profile:
     derandomize: bool
     shrink: bool = True
     cnn_max_width: int | None = None
+    depths: tuple[int, ...] = (1, 2, 4)
+    depth_max_hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        depths = tuple(self.depths)
+        if (not depths or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                              for d in depths) or list(depths) != sorted(set(depths))):
+            raise ValueError(f"profile {self.name!r}: depths must be distinct positive "
+                             f"integers in increasing order, e.g. (1, 2, 4); got {self.depths!r}")
+        object.__setattr__(self, "depths", depths)
 
     @property
     def n_cnn_inputs(self) -> int:
@@ -63,6 +86,35 @@ class Profile:
         """
         return self.cnn_max_width if getattr(spec, "family", "mlp") != "mlp" else None
 
+    def depth_sweep(self, spec):
+        """``spec`` at each of :attr:`depths`, shallowest first: ``[replace(spec, depth=d)]``.
+
+        Each copy has its own ``arch_id`` (``mlp-d1-...``, ``mlp-d2-...``), so every depth gets
+        its own records and verdicts. Loop over it inside a claim test, with the widths of
+        ``ntk_sweep`` inside: ``for spec_d in ntk_profile.depth_sweep(spec): for width, seed in
+        ntk_sweep: ...``.
+
+        Args:
+            spec: An :class:`ntkcheck.arch.ArchSpec` (any family; its own depth is replaced).
+
+        Returns:
+            A list of specs, one per depth.
+
+        """
+        return [replace(spec, depth=d) for d in self.depths]
+
+    def depth_width_cap(self, spec) -> int | None:
+        """The widest width a training claim's depth sweep trains ``spec`` at.
+
+        The largest width ``w`` with ``(spec.depth - 1) * w**2 <= depth_max_hidden``, or None
+        (no cap) for depth 1 or without :attr:`depth_max_hidden`. Use it as
+        ``ntk_measure.capped(spec, ntk_sweep, profile.depth_width_cap(spec),
+        why=DEPTH_CAP_REASON)``.
+        """
+        if self.depth_max_hidden is None or spec.depth <= 1:
+            return None
+        return max(1, math.isqrt(self.depth_max_hidden // (spec.depth - 1)))
+
     def with_overrides(self, widths: tuple[int, ...] | None = None,
                        n_seeds: int | None = None) -> Profile:
         """A copy with the given fields replaced (None keeps the profile's value)."""
@@ -71,11 +123,13 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", (32, 64, 128, 256), n_seeds=2, n_inputs=24, max_examples=1,
-                     train_steps=20, derandomize=True, shrink=False, cnn_max_width=128),
+                     train_steps=20, derandomize=True, shrink=False, cnn_max_width=128,
+                     depths=(1, 2)),
     "quick": Profile("quick", (64, 256, 1024, 4096), n_seeds=3, n_inputs=48, max_examples=2,
-                     train_steps=50, derandomize=True, cnn_max_width=256),
+                     train_steps=50, derandomize=True, cnn_max_width=256, depths=(1, 2, 4),
+                     depth_max_hidden=3 * 1024**2),
     "paper": Profile("paper", (64, 256, 1024, 4096, 16384), n_seeds=5, n_inputs=256,
-                     max_examples=10, train_steps=500, derandomize=False),
+                     max_examples=10, train_steps=500, derandomize=False, depths=(1, 2, 4, 8)),
 }
 
 

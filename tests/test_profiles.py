@@ -38,3 +38,27 @@ def test_cnn_settings_use_a_quarter_of_the_inputs_and_at_least_eight():
     for profile in PROFILES.values():
         assert profile.n_cnn_inputs == max(8, profile.n_inputs // 4)
     assert PROFILES["quick"].n_cnn_inputs == 12 and PROFILES["smoke"].n_cnn_inputs == 8
+
+
+def test_depths_grow_with_the_profile_and_every_depth_is_swept():
+    assert [PROFILES[n].depths for n in ("smoke", "quick", "paper")] == [
+        (1, 2), (1, 2, 4), (1, 2, 4, 8)]
+    specs = PROFILES["quick"].depth_sweep(ArchSpec(depth=3, activation="erf"))
+    assert [s.depth for s in specs] == [1, 2, 4]
+    assert len({s.arch_id for s in specs}) == 3  # one verdict row per depth
+    assert all(s.activation == "erf" for s in specs)
+    assert PROFILES["quick"].with_overrides(widths=(8,)).depths == (1, 2, 4)
+
+
+@pytest.mark.parametrize("bad", [(), (0, 1), (2, 1), (1, 1), (1.0, 2), (True,)])
+def test_bad_depths_name_the_problem(bad):
+    with pytest.raises(ValueError, match="depths must be distinct positive integers"):
+        PROFILES["quick"].__class__("x", (8,), 1, 8, 1, 1, True, depths=bad)
+
+
+def test_depth_width_cap_bounds_the_hidden_weights_a_depth_sweep_trains():
+    quick = PROFILES["quick"]
+    assert quick.depth_width_cap(ArchSpec(depth=1)) is None  # depth 1 is never capped
+    assert quick.depth_width_cap(ArchSpec(depth=2)) == 1773  # 1773^2 <= 3 * 1024^2 < 1774^2
+    assert quick.depth_width_cap(ArchSpec(depth=4)) == 1024
+    assert PROFILES["paper"].depth_width_cap(ArchSpec(depth=8)) is None
