@@ -335,3 +335,50 @@ def test_cntk_fast_path_equals_the_differentiable_path(kw):
                           None if second is None else second, **args)
         for f, r in zip(fast, ref, strict=True):
             torch.testing.assert_close(f, r.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_analytic_kernels_refuse_at_once_with_the_estimate():
+    # 10^6 inputs: two 10^12-entry float64 results (16 TB). Main allocated the input Gram and
+    # died in the allocator; now the estimate is compared with free memory first.
+    from ntkcheck.kernels import KernelMemoryError
+
+    x = torch.ones(10**6, 1, dtype=torch.float64)
+    with pytest.raises(KernelMemoryError, match=r"needs an estimated 14\d{3}\.\d\d GiB.*"
+                       r"dtype=torch\.float32.*diagonal=True.*analytic_kernel_blocks"):
+        analytic_kernels(ArchSpec(depth=2, activation="relu"), x)
+    # what fits: the diagonal, O(N) memory, equal to the formula's K(x, x) = |x|^2 / d
+    k = analytic_kernels(ArchSpec(depth=2, activation="relu", bias=False), x, diagonal=True)
+    assert k.ntk.shape == (10**6,)
+    assert torch.equal(k.nngp, torch.full((10**6,), 0.25, dtype=torch.float64))  # halved twice
+    assert torch.equal(k.ntk, torch.full((10**6,), 0.75, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_row_block_options_agree_with_the_whole_matrix(activation, monkeypatch):
+    from ntkcheck.kernels import analytic
+    from ntkcheck.kernels.analytic import analytic_kernel_blocks
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(23, 7, generator=g, dtype=torch.float64)
+    x[4] = x[2]  # an identical pair across panels
+    x[9] = 0.0
+    spec = ArchSpec(depth=3, activation=activation, bias_std=0.2)
+    whole = analytic_kernels(spec, x)
+    ref = analytic_kernels(spec, x.clone().requires_grad_())  # the general (autograd) path
+    monkeypatch.setattr(analytic, "PANEL_ELEMS", 5 * 23)  # panels of 5 rows, blocks of 1..5
+    monkeypatch.setattr(analytic, "BLOCK_ELEMS", 2 * 23)
+    paneled = analytic_kernels(spec, x)
+    single = analytic_kernels(spec, x, dtype=torch.float32)
+    diag = analytic_kernels(spec, x, diagonal=True)
+    blocks = list(analytic_kernel_blocks(spec, x, block_rows=4))
+    for k in (whole, paneled):
+        assert torch.equal(k.ntk, k.ntk.T)
+        torch.testing.assert_close(k.ntk, ref.ntk.detach(), rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(k.nngp, ref.nngp.detach(), rtol=1e-13, atol=1e-15)
+    assert single.ntk.dtype == torch.float32
+    torch.testing.assert_close(single.ntk, whole.ntk.float(), rtol=2e-7, atol=0)
+    torch.testing.assert_close(diag.ntk, whole.ntk.diagonal(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(diag.nngp, whole.nngp.diagonal(), rtol=1e-13, atol=0)
+    assert [b[0] for b in blocks] == [slice(s, min(s + 4, 23)) for s in range(0, 23, 4)]
+    torch.testing.assert_close(torch.cat([b[1].ntk for b in blocks]), whole.ntk, rtol=1e-13,
+                               atol=1e-15)

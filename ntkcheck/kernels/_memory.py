@@ -47,13 +47,16 @@ def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
         return None
 
 
-def check_memory(estimate_bytes: float, device: torch.device | str, what: str) -> None:
+def check_memory(estimate_bytes: float, device: torch.device | str, what: str,
+                 advice: str | None = None) -> None:
     """Raise :class:`KernelMemoryError` if ``estimate_bytes`` exceeds the available memory.
 
     Args:
         estimate_bytes: Estimated peak bytes of the computation about to run.
         device: Device the computation runs on.
         what: Short description of the computation, used in the message.
+        advice: What to do instead, ending the message (default: the empirical NTK's
+            ``batch_size``, width and implementation choices).
 
     Raises:
         KernelMemoryError: If the estimate exceeds the memory available on ``device``; the
@@ -63,9 +66,11 @@ def check_memory(estimate_bytes: float, device: torch.device | str, what: str) -
     available = available_memory_bytes(device)
     if available is None or estimate_bytes <= available:
         return
+    if advice is None:
+        advice = ("pass a smaller batch_size= (inputs are then processed in blocks), use a "
+                  "smaller width, or choose implementation='structured' or 'ntvp', which never "
+                  "hold the full Jacobian")
     raise KernelMemoryError(
         f"{what} needs an estimated {estimate_bytes / GIB:.2f} GiB but only "
-        f"{available / GIB:.2f} GiB is available on {torch.device(device)}; pass a smaller "
-        "batch_size= (inputs are then processed in blocks), use a smaller width, or choose "
-        "implementation='structured' or 'ntvp', which never hold the full Jacobian"
+        f"{available / GIB:.2f} GiB is available on {torch.device(device)}; {advice}"
     )
