@@ -177,3 +177,49 @@ def test_errors_name_the_problem():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no parameters with requires_grad"):
         trainable_params(net)
+
+
+class _Center(torch.nn.Module):
+    """Subtracts the batch mean: one input's output depends on the others."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h - h.mean(0)
+
+
+def _guarded_calls(model: torch.nn.Module, x: torch.Tensor):
+    params0 = {k: v.detach().clone() for k, v in model.named_parameters()}
+    return {
+        "jacobian_matrix": lambda: jacobian_matrix(model, x),
+        "JacobianOperator": lambda: JacobianOperator(model, x),
+        "jacobian_distance": lambda: jacobian_distance(model, x, params0, method="dense"),
+        "jacobian_distance-lanczos": lambda: jacobian_distance(model, x, params0,
+                                                               method="lanczos"),
+        "gram-lanczos": lambda: gram_extreme_eigenvalues(model, x, method="lanczos"),
+        "gram-dense": lambda: gram_extreme_eigenvalues(model, x, method="dense"),
+    }
+
+
+def _small(middle: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 6), middle, torch.nn.Tanh(),
+                               torch.nn.Linear(6, 2)).double()
+
+
+@pytest.mark.parametrize("call", list(_guarded_calls(_small(torch.nn.Identity()),
+                                                     torch.zeros(1, 4))))
+def test_jacobians_refuse_modules_that_mix_samples(call):
+    from ntkcheck.kernels import TrainModeError
+
+    x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    train_bn = _small(torch.nn.BatchNorm1d(6)).train()
+    with pytest.raises(TrainModeError, match=r"'1' \(BatchNorm1d\) is in training mode.*"
+                       r"model\.eval\(\)"):
+        _guarded_calls(train_bn, x)[call]()
+    no_stats = _small(torch.nn.BatchNorm1d(6, track_running_stats=False)).eval()
+    with pytest.raises(TrainModeError, match=r"'1' \(BatchNorm1d\) has "
+                       r"track_running_stats=False"):
+        _guarded_calls(no_stats, x)[call]()
+    with pytest.raises(TrainModeError, match=r"module '1' \(_Center\) makes the samples of a "
+                       r"batch interact.*differ by"):
+        _guarded_calls(_small(_Center()), x)[call]()
+    _guarded_calls(_small(torch.nn.BatchNorm1d(6)).eval(), x)[call]()  # control: eval mode

@@ -368,3 +368,39 @@ def test_report_shows_not_measured_cells():
     assert ">not measured: out of memory<" in html
     assert 'id="interrupted"' in html
     assert json.dumps("oom") in html  # the status travels in the embedded records
+
+
+def test_empirical_ntk_refuses_a_module_that_mixes_samples():
+    # h - h.mean(0): the three implementations returned three different PSD kernels.
+    from ntkcheck.kernels.empirical import SampleMixingError
+
+    class Center(torch.nn.Module):
+        def forward(self, h):
+            return h - h.mean(0)
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    body = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh())
+    net = torch.nn.Sequential(body, Center(), torch.nn.Linear(5, 1)).double()
+    for implementation in ("jacobian", "ntvp", "structured"):
+        with pytest.raises(SampleMixingError, match=r"'1' \(Center\).*h - h\.mean\(0\)"):
+            empirical_ntk(net, x, implementation=implementation)
+    plain = torch.nn.Sequential(body, torch.nn.Linear(5, 1)).double()
+    k = {i: empirical_ntk(plain, x, implementation=i) for i in ("jacobian", "ntvp")}
+    torch.testing.assert_close(k["jacobian"], k["ntvp"])
+
+
+def test_float32_empirical_ntk_overflow_warns_and_is_recomputed_in_float64():
+    # x.x' = 3e40 > 3.4e38: main returned inf without a word.
+    net = torch.nn.Linear(3, 1).float()
+    x = torch.full((2, 3), 1e20)
+    with pytest.warns(RuntimeWarning, match="the empirical NTK overflowed in float32; "
+                      "computed it in float64"):
+        k = empirical_ntk(net, x)
+    assert k.dtype == torch.float64
+    torch.testing.assert_close(k, torch.full((2, 2), 3e40 + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="x1 has NaN or Inf"):
+        empirical_ntk(net, torch.full((2, 3), math.inf))
+    with pytest.raises(NumericalOverflowError, match="not finite even in float64"):
+        empirical_ntk(torch.nn.Linear(3, 1).double(), torch.full((2, 3), 1e160,
+                                                                 dtype=torch.float64))

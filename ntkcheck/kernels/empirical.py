@@ -14,6 +14,7 @@ current parameters (Jacot et al. 2018, eq. 2), summed over all parameters with
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from ntkcheck.kernels import _contraction, _structured
 from ntkcheck.kernels._memory import available_memory_bytes, check_memory
+from ntkcheck.numerics import with_float64_fallback
 
 IMPLEMENTATIONS = ("auto", "jacobian", "ntvp", "structured")
 OUTPUTS = ("full", "trace", "diagonal")
@@ -29,6 +31,10 @@ OUTPUTS = ("full", "trace", "diagonal")
 
 class TrainModeError(ValueError):
     """Raised when a module makes one sample's output depend on the batch or on randomness."""
+
+
+class SampleMixingError(TrainModeError):
+    """Raised when a batched forward pass differs from the per-sample ones (samples interact)."""
 
 
 def check_eval_mode(model: nn.Module) -> None:
@@ -50,19 +56,128 @@ def check_eval_mode(model: nn.Module) -> None:
                 raise TrainModeError(
                     f"module {label} is in training mode: it normalizes with statistics of the "
                     "whole batch, so one input's output depends on the others and the NTK is "
-                    "not defined per pair of inputs; call model.eval() before empirical_ntk"
+                    "not defined per pair of inputs; call model.eval() before computing kernels "
+                    "or Jacobians"
                 )
             if m.running_mean is None:
                 raise TrainModeError(
                     f"module {label} has track_running_stats=False and normalizes with batch "
-                    "statistics even in eval mode; the NTK is not defined per pair of inputs"
+                    "statistics even in eval mode; the NTK is not defined per pair of inputs "
+                    "(a per-sample Jacobian differs from the batched one); build it with "
+                    "track_running_stats=True and call model.eval(), or remove it"
                 )
         if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
             raise TrainModeError(
                 f"module {label} is an active dropout layer (training mode, p={m.p}): the "
                 "network is random, so its NTK is undefined; call model.eval() before "
-                "empirical_ntk"
+                "computing kernels or Jacobians"
             )
+
+
+#: Inputs of the probe batch of :func:`check_sample_independence`.
+PROBE_INPUTS = 3
+
+
+def _batch_tensor(value, n: int) -> torch.Tensor | None:
+    if isinstance(value, (tuple, list)):
+        value = value[0] if value else None
+    if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == n:
+        return value.detach()
+    return None
+
+
+def check_sample_independence(model: nn.Module, x: torch.Tensor,
+                              n_probe: int = PROBE_INPUTS) -> None:
+    """Refuse a model whose output for one input depends on the other inputs of the batch.
+
+    Runs the model on the first ``n_probe`` inputs as one batch and on each alone (no
+    autograd) and compares, for the model and for every submodule (forward hooks), the
+    batched output rows with the per-sample outputs. A difference beyond
+    ``sqrt(eps) * max |output|`` (``eps`` of the output's dtype; rounding of batched and
+    unbatched kernels stays orders of magnitude below) means the samples interact (a layer
+    that normalizes or centres over the batch, ``h - h.mean(0)``, or a random forward pass),
+    so no per-pair kernel or per-sample Jacobian exists and the implementations would return
+    different matrices. The module named is the first (innermost) one whose inputs agree
+    but whose outputs differ.
+
+    Args:
+        model: The network (in eval mode).
+        x: ``(N, *input_shape)`` inputs in the model's dtype and device (``N >= 2`` to test
+            anything).
+        n_probe: Inputs in the probe batch.
+
+    Raises:
+        SampleMixingError: If the batched and per-sample outputs differ; the message names the
+            module and the size of the difference.
+
+    """
+    probe = x[:n_probe]
+    n = probe.shape[0]
+    if n < 2:
+        return
+    calls: dict[str, list] = {}
+    order: list[str] = []
+
+    def hook(mod, args, out, name):
+        rec = calls.setdefault(name, [])
+        if name not in order:
+            order.append(name)
+        rec.append((args[0] if args else None, out))
+
+    handles = [m.register_forward_hook(lambda mod, a, o, name=name: hook(mod, a, o, name))
+               for name, m in model.named_modules()]
+    try:
+        with torch.no_grad():
+            batched = model(probe)
+            per_call = {k: list(v) for k, v in calls.items()}
+            singles = []
+            for i in range(n):
+                calls.clear()
+                singles.append((model(probe[i:i + 1]), {k: list(v) for k, v in calls.items()}))
+    finally:
+        for h in handles:
+            h.remove()
+
+    def gap(joint, parts) -> tuple[float, float]:
+        j = _batch_tensor(joint, n)
+        ps = [_batch_tensor(p, 1) for p in parts]
+        if j is None or any(p is None for p in ps) or not j.is_floating_point():
+            return 0.0, 0.0
+        alone = torch.cat(ps)
+        if alone.shape != j.shape:
+            return 0.0, 0.0
+        scale = float(j.abs().max()) if j.numel() else 0.0
+        diff = float((j - alone).abs().max()) if j.numel() else 0.0
+        tol = math.sqrt(torch.finfo(j.dtype).eps) * max(scale, torch.finfo(j.dtype).tiny)
+        return diff, tol
+
+    out_diff, out_tol = gap(batched, [s[0] for s in singles])
+    if not out_diff > out_tol:
+        return
+    culprit = "<root>"
+    for name in order:
+        rec = per_call.get(name, [])
+        for idx, (inp, out) in enumerate(rec):
+            parts = [s[1].get(name, []) for s in singles]
+            if any(len(p) <= idx for p in parts):
+                continue
+            in_diff, in_tol = gap(inp, [p[idx][0] for p in parts])
+            o_diff, o_tol = gap(out, [p[idx][1] for p in parts])
+            if o_diff > o_tol and not in_diff > in_tol:
+                culprit = name or "<root>"
+                break
+        else:
+            continue
+        break
+    module = model.get_submodule("" if culprit == "<root>" else culprit)
+    raise SampleMixingError(
+        f"module {culprit!r} ({type(module).__name__}) makes the samples of a batch interact: "
+        f"the model's outputs on {n} inputs batched and one at a time differ by {out_diff:.3g} "
+        f"(round-off allows {out_tol:.3g}), e.g. a layer that normalizes or centres over the "
+        "batch (h - h.mean(0)) or a random forward pass. The NTK and per-sample Jacobians are "
+        "not defined per input; make the layer act on each sample alone (e.g. a LayerNorm or "
+        "fixed statistics), or put it in eval mode"
+    )
 
 
 @dataclass
@@ -402,6 +517,7 @@ def _setup(model, x1, x2, implementation, output, batch_size) -> _Setup:
 
     candidates = _structured.supported_layers(model)
     probe = _probe(model, x1, candidates)
+    check_sample_independence(model, x1)
     layers = {k: v for k, v in candidates.items() if probe.calls.get(k, 0) == 1}
     n1, n2 = x1.shape[0], x2.shape[0]
     b1, b2 = min(n1, batch_size or n1), min(n2, batch_size or n2)
@@ -501,13 +617,18 @@ def empirical_ntk(
 
     Returns:
         The kernel, in the model's dtype, on the model's device, with the shape given by
-        ``output``.
+        ``output``; float64 when the model's dtype overflowed (entries beyond its range, e.g.
+        3.4e38 for float32): the kernel is then recomputed on a float64 copy of the model,
+        with a ``RuntimeWarning``.
 
     Raises:
         ValueError: On an unknown ``implementation``/``output``, a non-positive
             ``batch_size``, a model without trainable parameters or mismatched input shapes.
         TrainModeError: If BatchNorm is in training mode or dropout is active (see
-            :func:`check_eval_mode`).
+            :func:`check_eval_mode`), or (:class:`SampleMixingError`) if the batched and
+            per-sample forward passes differ (:func:`check_sample_independence`).
+        ValueError: If the kernel is not finite because an input or parameter is.
+        NumericalOverflowError: If it overflows even in float64.
         KernelMemoryError: If the estimated peak memory exceeds free memory (the message gives
             the estimate in GiB and suggests ``batch_size`` or a smaller width).
 
@@ -523,7 +644,22 @@ def empirical_ntk(
     _fill(impl, result, x1, x2, blocks1, blocks2, symmetric, output)
     if symmetric:
         result = (result + _transpose(result, output)) / 2
-    return result
+    if bool(torch.isfinite(result).all()):
+        return result
+    for what, t in (("x1", x1), ("x2", x2), *((f"parameter {k!r}", v) for k, v in
+                                              model.named_parameters())):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{what} has NaN or Inf entries, so the empirical NTK does too")
+
+    def in_dtype(dt: torch.dtype) -> torch.Tensor:
+        if dt == dtype:
+            return result
+        wide = copy.deepcopy(model).to(dt)
+        return empirical_ntk(wide, x1.to(dt), None if symmetric else x2.to(dt),
+                             implementation=implementation, output=output,
+                             batch_size=batch_size)
+
+    return with_float64_fallback(in_dtype, dtype, "the empirical NTK")
 
 
 def _fill(impl, result, x1, x2, blocks1, blocks2, symmetric, output) -> None:

@@ -49,8 +49,10 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ntkcheck.kernels import empirical_ntk
+from ntkcheck.kernels.empirical import check_eval_mode, check_sample_independence
 
-__all__ = ["METHODS", "JacobianOperator", "gram_extreme_eigenvalues", "jacobian_distance",
+__all__ = ["METHODS", "JacobianOperator", "check_per_sample", "gram_extreme_eigenvalues",
+           "jacobian_distance",
            "jacobian_matrix", "ntk_gram", "stability_constant", "stability_radius",
            "trainable_params"]
 
@@ -73,6 +75,21 @@ def trainable_params(model: nn.Module) -> dict[str, torch.Tensor]:
     if not params:
         raise ValueError("the model has no parameters with requires_grad=True")
     return params
+
+
+def check_per_sample(model: nn.Module, x: torch.Tensor) -> None:
+    """The guards of :func:`ntkcheck.kernels.empirical_ntk`, before any Jacobian is formed.
+
+    Raises:
+        TrainModeError: As :func:`ntkcheck.kernels.empirical.check_eval_mode` (BatchNorm in
+            training mode or without running statistics, active dropout: names the module
+            and says ``model.eval()``) and
+            :func:`~ntkcheck.kernels.empirical.check_sample_independence` (a module mixing the
+            samples of a batch).
+
+    """
+    check_eval_mode(model)
+    check_sample_independence(model, x)
 
 
 def _check_method(method: str) -> None:
@@ -100,6 +117,7 @@ class JacobianOperator:
 
     Raises:
         ValueError: If ``params`` names something that is not a trainable parameter.
+        TrainModeError: As :func:`check_per_sample`.
 
     """
 
@@ -115,6 +133,7 @@ class JacobianOperator:
         self.params = {k: v.detach() for k, v in params.items()}
         ref = next(iter(self.params.values()))
         self.x = torch.as_tensor(x).to(device=ref.device, dtype=ref.dtype)
+        check_per_sample(model, self.x)
         out, self._vjp = vjp(self._f, self.params)
         self.output = out.detach()
         self.n_outputs = int(out.numel())
@@ -155,6 +174,8 @@ def jacobian_matrix(model: nn.Module, x: torch.Tensor,
 
     Raises:
         ValueError: If ``params`` names something that is not a trainable parameter.
+        TrainModeError: As :func:`check_per_sample` (the per-sample Jacobian of a model
+            that mixes samples is not the batched one).
 
     """
     own = trainable_params(model)
@@ -164,6 +185,7 @@ def jacobian_matrix(model: nn.Module, x: torch.Tensor,
         raise ValueError(f"params names {unknown}, not trainable parameters of the model")
     ref = next(iter(params.values()))
     x = torch.as_tensor(x).to(device=ref.device, dtype=ref.dtype)
+    check_per_sample(model, x)
 
     def f(p: Mapping[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
         return functional_call(model, dict(p), (xi.unsqueeze(0),)).reshape(-1)
@@ -239,10 +261,13 @@ def gram_extreme_eigenvalues(model: nn.Module, x: torch.Tensor, *, method: str =
 
     Raises:
         ValueError: On an unknown method.
+        TrainModeError: As :func:`check_per_sample` (every method).
         scipy.sparse.linalg.ArpackNoConvergence: If Lanczos does not converge.
 
     """
     _check_method(method)
+    ref = next(iter(trainable_params(model).values()))
+    check_per_sample(model, torch.as_tensor(x).to(ref))
     if method == "auto":
         ref = next(iter(trainable_params(model).values()))
         with torch.no_grad():
@@ -296,11 +321,13 @@ def jacobian_distance(model: nn.Module, x: torch.Tensor, params0: Mapping[str, t
 
     Raises:
         ValueError: On an unknown method or ``params0`` that does not match the model.
+        TrainModeError: As :func:`check_per_sample` (every method).
         scipy.sparse.linalg.ArpackNoConvergence: If Lanczos does not converge.
 
     """
     _check_method(method)
     own = trainable_params(model)
+    check_per_sample(model, torch.as_tensor(x).to(next(iter(own.values()))))
     if set(params0) != set(own) or any(params0[k].shape != own[k].shape for k in own):
         raise ValueError("params0 must have the names and shapes of the model's trainable "
                          "parameters")
