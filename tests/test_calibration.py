@@ -105,3 +105,21 @@ def test_gaussian_metrics_reject_bad_inputs():
         interval_coverage(torch.zeros(2), torch.ones(2), torch.zeros(2), 1.0)
     with pytest.raises(ValueError, match="at least one"):
         coverage_error(torch.zeros(2), torch.ones(2), torch.zeros(2), levels=())
+
+
+def test_classification_nll_in_log_space():
+    # softmax((0, 800, 0))[0] = e^-800 rounds to 0 in float64: main returned inf, the value
+    # is 800 + log(1 + 2 e^-800) = 800.
+    z = torch.tensor([[0.0, 800.0, 0.0], [1.0, 2.0, 3.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 2])
+    expected = (800.0 - math.log(1 + 2 * math.exp(-800.0))
+                + math.log(math.exp(1) + math.exp(2) + math.exp(3)) - 3.0) / 2
+    assert classification_nll(z, labels, logits=True) == pytest.approx(expected, rel=1e-15)
+    with pytest.warns(RuntimeWarning, match="probability 0.*logits=True"):
+        assert classification_nll(torch.softmax(z, 1), labels) == math.inf
+    # the same value as the probability form where nothing underflows
+    z = torch.tensor([[0.3, -1.0], [2.0, 0.5]], dtype=torch.float64)
+    assert classification_nll(z, torch.tensor([1, 0]), logits=True) == pytest.approx(
+        classification_nll(torch.softmax(z, 1), torch.tensor([1, 0])), rel=1e-14)
+    with pytest.raises(ValueError, match="logits must be finite"):
+        classification_nll(torch.tensor([[math.inf, 0.0]]), torch.tensor([0]), logits=True)

@@ -192,3 +192,35 @@ def test_wide_network_matches_closed_form_within_two_percent():
     assert error < 0.02
     # ... and not because the prediction is trivial: the untrained network is far from it
     assert float(torch.linalg.norm(f0_z - closed) / torch.linalg.norm(closed)) > 0.2
+
+
+def test_kernel_regression_keeps_the_graph_when_inputs_require_grad():
+    # Main returned a detached NumPy result: d prediction / d test input raised torch's
+    # "element 0 of tensors does not require grad".
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(6, generator=g, dtype=torch.float64)
+    z = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    spec = ArchSpec(depth=2, activation="erf", bias_std=0.3)
+    k_train = analytic_kernels(spec, x).ntk
+
+    def predict(zz, t=math.inf):
+        return gradient_flow(k_train, y, t, analytic_kernels(spec, zz, x).ntk)
+
+    for t in (math.inf, 3.0):
+        pred = predict(z, t)
+        assert pred.requires_grad
+        detached = gradient_flow(k_train, y, t, analytic_kernels(spec, z.detach(), x).ntk)
+        torch.testing.assert_close(pred.detach(), detached, rtol=1e-10, atol=1e-12)
+        (grad,) = torch.autograd.grad(pred.sum(), z)
+        h = 1e-6  # central differences, an independent derivative
+        fd = torch.zeros_like(z)
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                e = torch.zeros_like(z)
+                e[i, j] = h
+                with torch.no_grad():
+                    fd[i, j] = (predict(z + e, t).sum() - predict(z - e, t).sum()) / (2 * h)
+        torch.testing.assert_close(grad, fd, rtol=1e-5, atol=1e-8)
+    pred = kernel_regression(k_train, y, analytic_kernels(spec, z, x).ntk)
+    assert pred.requires_grad

@@ -166,7 +166,9 @@ def gradient_flow(
     Returns:
         float64 predictions ``(M, O)`` (``(N, O)`` on the training inputs), ``(M,)`` when
         ``y_train`` is ``(N,)``; with several times, a leading ``T`` axis. On the device of
-        ``ntk_train``.
+        ``ntk_train``. When an argument requires grad (under ``torch.enable_grad``), the
+        result is computed in torch and keeps the autograd graph (see
+        :func:`_gradient_flow_autograd`); otherwise it is detached (NumPy/SciPy).
 
     Raises:
         ValueError: On mismatched shapes, non-finite inputs, negative times or jitter.
@@ -176,6 +178,9 @@ def gradient_flow(
             exceeds :data:`MAX_RELATIVE_ERROR` (module docstring).
 
     """
+    if _tracks_grad(ntk_train, y_train, ntk_test_train, f0_train, f0_test):
+        return _gradient_flow_autograd(ntk_train, y_train, t, ntk_test_train, f0_train,
+                                       f0_test, jitter)
     k = _np(ntk_train, "ntk_train")
     lam, v = _eig(k, jitter)
     n = len(k)
@@ -210,6 +215,82 @@ def gradient_flow(
     return _out(out[0] if scalar else out, ntk_train)
 
 
+def _tracks_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(
+        isinstance(a, torch.Tensor) and a.requires_grad for a in tensors)
+
+
+def _gradient_flow_autograd(ntk_train, y_train, t, ntk_test_train, f0_train, f0_test,
+                            jitter) -> torch.Tensor:
+    """:func:`gradient_flow` in torch (float64), keeping the autograd graph of its inputs.
+
+    ``t = inf``: ``Theta^-1 (Y - f_0)`` by ``torch.linalg.solve``. Finite ``t``:
+    ``A_t = Theta^-1 (I - exp(-Theta tau)) = tau phi_1(-Theta tau)`` with
+    ``phi_1(M) = M^-1 (e^M - I)`` read off the top-right block of
+    ``exp([[M, I], [0, 0]])`` (Higham, *Functions of Matrices*, 2008, Thm 10.10;
+    ``torch.linalg.matrix_exp``), defined for singular ``Theta`` too. Gradients of a solve
+    are as accurate as the solve (the conditioning warning of the NumPy path applies).
+    """
+
+    def as64(a, name):
+        a = torch.as_tensor(a)
+        a = a.to(torch.float64) if a.is_floating_point() else a.double()
+        if not bool(torch.isfinite(a.detach()).all()):
+            raise ValueError(f"{name} has non-finite entries")
+        return a
+
+    k = as64(ntk_train, "ntk_train")
+    if k.dim() != 2 or k.shape[0] != k.shape[1] or k.shape[0] == 0:
+        raise ValueError(f"the training Gram matrix must be square (N, N), got "
+                         f"{tuple(k.shape)}")
+    if not jitter >= 0:
+        raise ValueError(f"jitter must be >= 0, got {jitter!r}")
+    n = k.shape[0]
+    k = (k + k.T) / 2
+    eye = torch.eye(n, dtype=torch.float64, device=k.device)
+    if jitter:
+        k = k + jitter * k.diagonal().mean() * eye
+    y = as64(y_train, "y_train").to(k.device)
+    vector = y.dim() == 1
+    y = y.reshape(n, -1) if vector else y
+    if y.dim() != 2 or y.shape[0] != n:
+        raise ValueError(f"y must be (N,) or (N, O) with N={n}, got {tuple(y.shape)}")
+    f0x = torch.zeros_like(y) if f0_train is None else as64(f0_train, "f0_train").reshape(
+        y.shape).to(k.device)
+    times, scalar = _times(t)
+    lam = torch.linalg.eigvalsh(k.detach()).cpu().numpy()
+    kzx = None if ntk_test_train is None else as64(ntk_test_train, "ntk_test_train").to(
+        k.device)
+    if kzx is not None:
+        if kzx.dim() != 2 or kzx.shape[1] != n:
+            raise ValueError(f"ntk_test_train must be (M, {n}), got {tuple(kzx.shape)}")
+        m = kzx.shape[0]
+        f0z = (torch.zeros(m, y.shape[1], dtype=torch.float64, device=k.device)
+               if f0_test is None else as64(f0_test, "f0_test").reshape(m, -1).to(k.device))
+    outs = []
+    for s in times:
+        tau = s / n
+        resid = y - f0x
+        if kzx is None:
+            if math.isinf(tau):
+                outs.append(y + 0 * resid)
+            else:
+                outs.append(y - torch.linalg.matrix_exp(-tau * k) @ resid)
+            continue
+        _warn_condition(lam, tau)
+        if math.isinf(tau):
+            coef = torch.linalg.solve(k, resid)
+        else:
+            block = torch.cat([torch.cat([-tau * k, eye], 1),
+                               torch.cat([torch.zeros_like(k), torch.zeros_like(k)], 1)])
+            coef = tau * (torch.linalg.matrix_exp(block)[:n, n:] @ resid)
+        outs.append(f0z + kzx @ coef)
+    out = torch.stack(outs)
+    if vector:
+        out = out[..., 0]
+    return out[0] if scalar else out
+
+
 def kernel_regression(
     ntk_train: torch.Tensor,
     y_train: torch.Tensor,
@@ -222,7 +303,8 @@ def kernel_regression(
     """``t -> infinity`` of :func:`gradient_flow`: ``f_0(x) + Theta(x, X) Theta^-1 (Y - f_0(X))``.
 
     The interpolating kernel regressor with the NTK (Jacot et al. 2018, Sec. 5; Lee et al.
-    2019, eq. 9 at ``t = inf``). Arguments, returns and errors as :func:`gradient_flow`.
+    2019, eq. 9 at ``t = inf``). Arguments, returns and errors as :func:`gradient_flow`;
+    as there, inputs that require grad give a differentiable result.
     """
     return gradient_flow(ntk_train, y_train, math.inf, ntk_test_train, f0_train=f0_train,
                          f0_test=f0_test, jitter=jitter)

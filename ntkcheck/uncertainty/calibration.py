@@ -19,6 +19,7 @@ variance ``(N,)`` of the *observation* (function variance plus noise variance) p
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -94,22 +95,54 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor,
     return ece
 
 
-def classification_nll(probs: torch.Tensor, labels: torch.Tensor) -> float:
+def classification_nll(probs: torch.Tensor, labels: torch.Tensor, *,
+                       logits: bool = False) -> float:
     """Mean negative log-likelihood ``-1/N sum_i log p_i[y_i]`` in nats.
 
+    With ``logits=True`` the first argument holds logits (or log-probabilities) ``z`` and
+    ``log p = log_softmax(z)`` is used: exact where the probability underflows (logits
+    ``(0, 800, 0)`` with label 0 give 800, while ``softmax`` rounds ``p[0]`` to 0 and
+    ``-log 0 = inf``).
+
     Args:
-        probs: ``(N, C)`` class probabilities, rows summing to 1.
+        probs: ``(N, C)`` class probabilities, rows summing to 1; or finite logits with
+            ``logits=True``.
         labels: ``(N,)`` integer labels.
+        logits: Whether ``probs`` holds logits / log-probabilities.
 
     Returns:
-        The mean NLL (``inf`` when a label has probability 0).
+        The mean NLL (``inf`` when a label has probability exactly 0).
 
     Raises:
-        ValueError: As :func:`expected_calibration_error`.
+        ValueError: As :func:`expected_calibration_error`; for logits, on a bad shape,
+            non-finite logits or labels out of range.
+
+    Warns:
+        RuntimeWarning: When probabilities are given and a label's probability is 0 (an
+            underflow, most likely): pass the logits with ``logits=True``.
 
     """
+    if logits:
+        z = torch.as_tensor(probs).detach().to(torch.float64).cpu()
+        lab = torch.as_tensor(labels).detach().cpu()
+        if z.dim() != 2 or z.shape[0] == 0 or z.shape[1] < 2:
+            raise ValueError(f"logits must be (N >= 1, C >= 2), got {tuple(z.shape)}")
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("logits must be finite")
+        if (lab.shape != (z.shape[0],) or lab.dtype.is_floating_point
+                or bool((lab < 0).any()) or bool((lab >= z.shape[1]).any())):
+            raise ValueError(f"labels must be integers in 0..{z.shape[1] - 1} of shape "
+                             f"({z.shape[0]},)")
+        logp = torch.log_softmax(z, dim=1)[torch.arange(len(lab)), lab.long()]
+        return float(-logp.mean())
     probs, labels = _classification_inputs(probs, labels)
     p = probs[torch.arange(len(labels)), labels]
+    if bool((p == 0).any()):
+        warnings.warn(
+            f"{int((p == 0).sum())} label(s) have probability 0, so the NLL is inf; if the "
+            "probabilities come from a softmax they underflowed: pass the logits (or "
+            "log-probabilities) with logits=True",
+            RuntimeWarning, stacklevel=2)
     return float(-torch.log(p).mean())
 
 
