@@ -330,3 +330,46 @@ def test_kron_and_full_laplace_fit_the_built_in_networks(family, structure):
     assert pred.variance.shape == (5, data.n_classes)
     assert bool(torch.isfinite(pred.variance).all()) and bool((pred.variance > 0).all())
     assert math.isfinite(la.log_marginal_likelihood().item())
+
+def test_full_laplace_of_a_float64_model_is_float64_accurate():
+    # laplace-torch 0.3's curvlinops backend forms the GGN as linop @ torch.eye(P): float32,
+    # relative error ~1e-8. Reference: the exact GGN J^T J / sigma^2 in float64.
+    from ntkcheck.optim.jacobian import jacobian_matrix
+
+    net, x, y, _, likelihood, sigma = _trained(width=8)
+    la = fit_laplace(net, x, y, likelihood=likelihood, hessian_structure="full",
+                     sigma_noise=sigma, prior_mean=net.initial_parameters)
+    jac = jacobian_matrix(net, x)
+    exact = jac.T @ jac / sigma**2 + torch.eye(jac.shape[1], dtype=torch.float64)
+    assert la.posterior_precision.dtype == torch.float64
+    err = float((la.posterior_precision - exact).norm() / exact.norm())
+    assert err < 1e-13, err
+
+
+def test_fit_laplace_restores_the_model_modes():
+    net, x, y, _, likelihood, sigma = _trained(width=8)
+    net.train()
+    net.model[1].eval()  # a mixed state survives too
+    before = [m.training for m in net.modules()]
+    for structure in ("full", "gp"):
+        fit_laplace(net, x, y, likelihood=likelihood, hessian_structure=structure,
+                    sigma_noise=sigma, prior_mean=net.initial_parameters)
+        assert [m.training for m in net.modules()] == before
+
+
+def test_fit_laplace_refuses_before_laplace_torch_allocates():
+    # 3,100 classes on 64 inputs: the function-space kernel is (64 * 3100)^2 entries, 630 GB;
+    # main died inside laplace-torch with a raw allocation error.
+    from ntkcheck.kernels import KernelMemoryError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 3100)).double()
+    x = torch.randn(64, 4, dtype=torch.float64)
+    y = torch.randint(0, 3100, (64,))
+    with pytest.raises(KernelMemoryError, match=r"fit_laplace\(hessian_structure='gp'\) on 64 "
+                       r"inputs with 52780 parameters needs an estimated \d+\.\d\d GiB.*"
+                       r"independent_outputs=True"):
+        fit_laplace(model, x, y, likelihood="classification")
+    with pytest.raises(KernelMemoryError, match="hessian_structure='full'"):
+        fit_laplace(model, x, y, likelihood="classification", hessian_structure="full")

@@ -65,8 +65,9 @@ from torch.nn.utils import parameters_to_vector
 
 __all__ = ["FULL_MAX_PARAMS", "LAPLACE_INSTALL", "LIKELIHOODS", "STRUCTURES", "CenteredNetwork",
            "GPPosterior", "GaussianPredictive", "LaplaceNotInstalled", "MapResult",
-           "fit_laplace", "fit_map", "lla_predictive", "log_variance_error", "ntk_gp_posterior",
-           "probit_probabilities", "require_laplace", "tune_hyperparameters"]
+           "check_laplace_memory", "fit_laplace", "fit_map", "laplace_memory_bytes",
+           "lla_predictive", "log_variance_error", "ntk_gp_posterior", "probit_probabilities",
+           "require_laplace", "tune_hyperparameters"]
 
 #: How to install laplace-torch next to a CPU build of torch (its declared torchvision
 #: dependency is not needed and would replace torch); see the README.
@@ -370,13 +371,19 @@ def fit_laplace(
         The fitted laplace-torch object (``FullLaplace``, ``KronLaplace`` or a
         ``FunctionalLaplace``).
 
+    The model's (and its submodules') train/eval modes are restored afterwards
+    (laplace-torch's ``fit`` leaves the model in eval mode). The memory is estimated first
+    (:func:`laplace_memory_bytes`), and the ``"full"`` GGN of a float64 model is formed in
+    float64 (:func:`_ggn_backend`).
+
     Raises:
         LaplaceNotInstalled: Without laplace-torch.
         ValueError: On an unknown likelihood or structure.
+        KernelMemoryError: If the estimated memory exceeds what is available, before
+            laplace-torch allocates (:func:`check_laplace_memory`).
 
     """
     laplace = require_laplace()
-    from laplace.curvature import CurvlinopsGGN
     from torch.utils.data import DataLoader, TensorDataset
 
     _check_likelihood(likelihood)
@@ -385,18 +392,131 @@ def fit_laplace(
                          f"{STRUCTURES}")
     if hessian_structure == "auto":
         hessian_structure = "full" if _n_params(model) <= FULL_MAX_PARAMS else "gp"
+    check_laplace_memory(model, x, hessian_structure=hessian_structure,
+                         batch_size=batch_size, independent_outputs=independent_outputs)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size)
     kwargs = dict(sigma_noise=sigma_noise, prior_precision=prior_precision,
-                  prior_mean=prior_mean, backend=CurvlinopsGGN)
-    if hessian_structure in ("full", "kron"):
-        la = laplace.Laplace(model, likelihood, subset_of_weights="all",
-                             hessian_structure=hessian_structure, **kwargs)
-    else:
-        cls = _functional_laplace_class()
-        la = cls(model, likelihood, n_subset=len(x), independent_outputs=independent_outputs,
-                 **kwargs)
-    la.fit(loader)
+                  prior_mean=prior_mean)
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        if hessian_structure in ("full", "kron"):
+            from laplace.curvature import CurvlinopsGGN
+
+            backend = _ggn_backend() if hessian_structure == "full" else CurvlinopsGGN
+            la = laplace.Laplace(model, likelihood, subset_of_weights="all",
+                                 hessian_structure=hessian_structure, backend=backend,
+                                 **kwargs)
+        else:  # FunctionalLaplace accepts only laplace-torch's own backend classes
+            from laplace.curvature import CurvlinopsGGN
+
+            cls = _functional_laplace_class()
+            la = cls(model, likelihood, n_subset=len(x),
+                     independent_outputs=independent_outputs, backend=CurvlinopsGGN,
+                     **kwargs)
+        la.fit(loader)
+    finally:  # laplace-torch's fit() calls model.eval() and leaves it so
+        for m, training in modes:
+            m.train(training)
     return la
+
+
+def laplace_memory_bytes(model: nn.Module, x: torch.Tensor, *, hessian_structure: str,
+                         batch_size: int = 16, independent_outputs: bool = False) -> float:
+    """Estimated peak bytes of :func:`fit_laplace` and one predictive batch (laplace-torch).
+
+    With ``P`` trainable parameters, ``C`` outputs, ``N`` training inputs, ``b`` the batch
+    size and ``s`` the model's item size:
+
+    * ``"full"``: the ``P x P`` GGN, the posterior precision and its inverse
+      (``3 P^2``), plus a batch's Jacobians ``b C P`` (laplace-torch's backends);
+    * ``"kron"``: each weight's two Kronecker factors (``out^2 + in^2``) and their
+      eigenbases, plus a batch's Jacobians;
+    * ``"gp"``: the kernel over the training set and its Cholesky factor (``2 (N C)^2``,
+      ``2 C N^2`` with ``independent_outputs``), a batch's kernel blocks against the
+      training set (``b N C^2``), plus a batch's Jacobians ``b C P``.
+
+    Args:
+        model: The network (one forward pass on one input gives ``C``).
+        x: ``(N, ...)`` training inputs.
+        hessian_structure: ``"full"``, ``"kron"`` or ``"gp"``.
+        batch_size: laplace-torch's batch size.
+        independent_outputs: As :func:`fit_laplace`.
+
+    Returns:
+        The estimate in bytes.
+
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in params)
+    itemsize = params[0].element_size()
+    with torch.no_grad():
+        n_out = int(model(x[:1]).numel())
+    n, b = len(x), min(batch_size, len(x))
+    jac = b * n_out * n_params
+    if hessian_structure == "full":
+        return float(itemsize) * (3 * n_params**2 + jac)
+    if hessian_structure == "kron":  # two Kronecker factors per weight, and their eigenbases
+        factors = sum(p.shape[0] ** 2 + (p.numel() // p.shape[0]) ** 2
+                      for p in params if p.dim() >= 2)
+        return float(itemsize) * (4 * factors + jac)
+    kernel = 2 * n_out * n**2 if independent_outputs else 2 * (n * n_out) ** 2
+    return float(itemsize) * (kernel + b * n * n_out**2 + jac)
+
+
+def check_laplace_memory(model: nn.Module, x: torch.Tensor, *, hessian_structure: str,
+                         batch_size: int = 16, independent_outputs: bool = False) -> None:
+    """Refuse a Laplace fit whose :func:`laplace_memory_bytes` exceeds free memory.
+
+    Raises:
+        KernelMemoryError: With the estimate, the available memory and what to change
+            (``independent_outputs=True``, ``"gp"`` instead of ``"full"``, fewer training
+            points, a smaller batch_size or a last-layer Laplace).
+
+    """
+    from ntkcheck.kernels._memory import check_memory
+
+    n_params = _n_params(model)
+    device = next(model.parameters()).device
+    need = laplace_memory_bytes(model, x, hessian_structure=hessian_structure,
+                                batch_size=batch_size, independent_outputs=independent_outputs)
+    check_memory(
+        need, device,
+        f"fit_laplace(hessian_structure={hessian_structure!r}) on {len(x)} inputs with "
+        f"{n_params} parameters",
+        "pass hessian_structure='gp' (function space: no P x P matrix), "
+        "independent_outputs=True (C kernels of N x N instead of one of NC x NC), fewer "
+        "training inputs or a smaller batch_size, or fit a last-layer Laplace with "
+        "laplace-torch directly (subset_of_weights='last_layer')")
+
+
+@functools.cache
+def _ggn_backend() -> type:
+    """laplace-torch's ``CurvlinopsGGN`` with the full GGN formed in the model's dtype.
+
+    laplace-torch 0.3's ``CurvlinopsInterface.full`` forms the ``P x P`` matrix as
+    ``linop @ torch.eye(P)``: a float32 identity, so curvlinops multiplies in float32 and
+    the GGN of a float64 model is accurate only to float32 (relative error about 1e-8
+    against the exact ``J^T Lambda J``). This subclass makes the identity in the
+    parameters' dtype and device; everything else is laplace-torch's.
+    """
+    from laplace.curvature import CurvlinopsGGN
+
+    class CurvlinopsGGNInModelDtype(CurvlinopsGGN):
+        def full(self, x, y, **kwargs):  # noqa: D102
+            if self.subnetwork_indices is not None:
+                return super().full(x, y, **kwargs)
+            curvlinops_kwargs = {k: v for k, v in kwargs.items() if k != "N"}
+            if isinstance(x, dict):
+                curvlinops_kwargs["batch_size_fn"] = lambda x: x[self.dict_key_x].shape[0]
+            linop = self._linop_context(self.model, self.lossfunc, self.params, [(x, y)],
+                                        check_deterministic=False, **curvlinops_kwargs)
+            p = next(self.model.parameters())
+            eye = torch.eye(linop.shape[0], dtype=p.dtype, device=p.device)
+            h = torch.as_tensor(linop @ eye, device=p.device, dtype=p.dtype)
+            loss = self.lossfunc(self.model(x), y)
+            return self.factor * loss.detach(), self.factor * h
+
+    return CurvlinopsGGNInModelDtype
 
 
 def _is_functional(la: Any) -> bool:
