@@ -373,3 +373,72 @@ def test_fit_laplace_refuses_before_laplace_torch_allocates():
         fit_laplace(model, x, y, likelihood="classification")
     with pytest.raises(KernelMemoryError, match="hessian_structure='full'"):
         fit_laplace(model, x, y, likelihood="classification", hessian_structure="full")
+
+
+def _saturated(scale: float):
+    """A wine classifier whose read-out is scaled: training probabilities saturate."""
+    data = load_dataset("wine", n=36, seed=0)
+    train, test = data.split(24)
+    net = CenteredNetwork(ArchSpec(depth=1, activation="relu").with_width(64).build(
+        seed=0, input_shape=data.input_shape, out_features=data.n_classes))
+    fit_map(net, train.x, train.y, likelihood="classification", prior_precision=1e-2,
+            prior_mean=net.initial_parameters)
+    with torch.no_grad():
+        for p in list(net.model.parameters())[-2:]:
+            p.mul_(scale)
+    return net, train.x, train.y, torch.cat([train.x[:6], test.x])
+
+
+def _parameter_space_covariance(net, x, xt, delta, independent):
+    """J* (J^T diag(Lambda) J + delta I)^-1 J*^T in float64 (Woodbury's other side)."""
+    from ntkcheck.optim.jacobian import jacobian_matrix
+
+    with torch.no_grad():
+        p = torch.softmax(net(x), 1)
+    lam = (p - p * p).reshape(-1)  # laplace-torch's diagonal likelihood Hessian
+    j, js = jacobian_matrix(net, x), jacobian_matrix(net, xt)
+    n_out = p.shape[1]
+    eye = torch.eye(j.shape[1], dtype=torch.float64)
+    if not independent:
+        sigma = torch.linalg.inv(j.T @ (lam[:, None] * j) + delta * eye)
+        js = js.reshape(len(xt), n_out, -1)
+        return torch.einsum("bcp,pq,bdq->bcd", js, sigma, js)
+    var = []
+    for c in range(n_out):
+        jc, jsc = j[c::n_out], js[c::n_out]
+        sigma = torch.linalg.inv(jc.T @ (lam[c::n_out, None] * jc) + delta * eye)
+        var.append(torch.einsum("bp,pq,bq->b", jsc, sigma, jsc))
+    return torch.diag_embed(torch.stack(var, 1))
+
+
+@pytest.mark.parametrize("independent", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_function_space_classification_variance_is_the_parameter_space_one(scale,
+                                                                          independent):
+    # Saturated training probabilities (scale 10: p (1 - p) rounds to 0): laplace-torch 0.3
+    # replaced 1/0 by 10 in K + W^-1, capping variances near 10 (the reference is ~1e3-1e4),
+    # and its cancellation K** - v^T v could go negative.
+    net, x, y, xt = _saturated(scale)
+    with torch.no_grad():
+        p = torch.softmax(net(x), 1)
+    assert (not bool((p * (1 - p) == 0).any())) if scale == 1.0 else bool(
+        (p - p * p == 0).any())
+    la = fit_laplace(net, x, y, likelihood="classification", hessian_structure="gp",
+                     prior_precision=1e-2, prior_mean=net.initial_parameters,
+                     independent_outputs=independent)
+    pred = lla_predictive(la, xt)
+    ref = _parameter_space_covariance(net, x, xt, 1e-2, independent)
+    torch.testing.assert_close(pred.covariance, ref, rtol=1e-6,
+                               atol=1e-9 * float(ref.abs().max()))
+    assert bool((pred.variance > 0).all())
+    assert bool(torch.isfinite(probit_probabilities(pred)).all())
+
+
+def test_probit_probabilities_refuse_negative_variances():
+    from ntkcheck.uncertainty.laplace import GaussianPredictive
+
+    mean = torch.zeros(2, 3, dtype=torch.float64)
+    var = torch.ones(2, 3, dtype=torch.float64)
+    var[1, 2] = -39.0
+    with pytest.raises(ValueError, match="negative or NaN variances .*-39.*not PSD"):
+        probit_probabilities(GaussianPredictive(mean, var))

@@ -65,7 +65,8 @@ from torch.nn.utils import parameters_to_vector
 
 __all__ = ["FULL_MAX_PARAMS", "LAPLACE_INSTALL", "LIKELIHOODS", "STRUCTURES", "CenteredNetwork",
            "GPPosterior", "GaussianPredictive", "LaplaceNotInstalled", "MapResult",
-           "check_laplace_memory", "fit_laplace", "fit_map", "laplace_memory_bytes",
+           "check_laplace_memory", "fit_laplace", "fit_map",
+           "functional_classification_covariance", "laplace_memory_bytes",
            "lla_predictive", "log_variance_error", "ntk_gp_posterior", "probit_probabilities",
            "require_laplace", "tune_hyperparameters"]
 
@@ -609,6 +610,10 @@ def lla_predictive(la: Any, x: torch.Tensor, *, batch_size: int = 32,
             deliberately over-confident predictive, the negative control of the calibration
             claim).
 
+    For function-space classification the covariance is
+    :func:`functional_classification_covariance` (laplace-torch's own can be negative or
+    capped where training probabilities saturate).
+
     Returns:
         A :class:`GaussianPredictive` (float64 on the inputs' device), without observation
         noise (add ``la.sigma_noise ** 2`` for regression targets).
@@ -628,6 +633,8 @@ def lla_predictive(la: Any, x: torch.Tensor, *, batch_size: int = 32,
             with warnings.catch_warnings():  # expected after tune_hyperparameters
                 warnings.filterwarnings("ignore", "The prior precision has changed since fit")
                 mean, cov = la.predictive_moments(xb)
+            if la.likelihood == "classification":
+                cov = functional_classification_covariance(la, xb)
         else:
             js, mean = la.backend.jacobians(xb)
             cov = la.functional_variance(js)
@@ -636,6 +643,73 @@ def lla_predictive(la: Any, x: torch.Tensor, *, batch_size: int = 32,
     mean = torch.cat(means).to(torch.float64)
     cov = torch.cat(covs).to(torch.float64) * variance_scale
     return GaussianPredictive(mean, cov.diagonal(dim1=1, dim2=2).clone(), cov)
+
+
+def functional_classification_covariance(la: Any, x: torch.Tensor) -> torch.Tensor:
+    """Latent predictive covariance of a function-space (``"gp"``) classification Laplace.
+
+    The GP posterior ``K** - K*M (K_MM + W^-1)^-1 KM*`` (Immer et al. 2021, eq. 15) with
+    ``K = Theta / delta`` and ``W = diag(Lambda)`` (laplace-torch's diagonal likelihood
+    Hessian), evaluated in the form of Rasmussen & Williams 2006, Algorithm 3.2:
+    ``B = I + W^1/2 K_MM W^1/2 = L L^T``, ``v = L^-1 W^1/2 KM*``, ``cov = K** - v^T v``.
+    ``B``'s eigenvalues are at least 1, and a saturated training probability (``W = 0``:
+    ``p (1 - p)`` rounds to 0) enters exactly as an uninformative point. laplace-torch
+    0.3 instead factors ``K_MM + W^-1`` and replaces ``1/0`` by 10, which caps the
+    variances near 10 and, with ``K`` large against the tiny ``W^-1`` of confident points,
+    loses the cancellation ``K** - v^T v`` to negative variances. The result is
+    symmetrized and projected on the PSD cone per input (eigenvalues below 0 set to 0);
+    an eigenvalue below ``-1e-6 * max(K**)`` is an error instead.
+
+    Args:
+        la: A fitted function-space object from :func:`fit_laplace` (classification).
+        x: ``(b, ...)`` test inputs.
+
+    Returns:
+        ``(b, C, C)`` float64 covariance per input.
+
+    Raises:
+        FloatingPointError: If the covariance is not PSD beyond round-off.
+
+    """
+    js, _ = la._jacobians(x)
+    scale = float(torch.as_tensor(la.gp_kernel_prior_variance).reshape(-1)[0])
+    k_star = scale * la._kernel_star(js)  # (b, C, C) or (b, C)
+    k_m_star = torch.cat([scale * la._kernel_batch_star(js, xb.to(la._device))
+                          for xb, _ in la.train_loader], dim=1)
+    h = float(la._H_factor)
+
+    def reduce(kmm: torch.Tensor, lam: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        w = torch.sqrt((h * lam).clamp_min(0)).to(torch.float64)
+        b = torch.eye(len(w), dtype=torch.float64, device=w.device) + (
+            w[:, None] * (scale * kmm.to(torch.float64)) * w[None, :])
+        chol = torch.linalg.cholesky((b + b.T) / 2)
+        v = torch.linalg.solve_triangular(chol, w.reshape(-1, *[1] * (rhs.dim() - 1))
+                                          * rhs.to(torch.float64), upper=False)
+        return v
+
+    if la.independent_outputs:
+        variances = []
+        for c in range(k_star.shape[-1]):
+            v = reduce(la.K_MM[c], la.L[c], k_m_star[:, :, c].T)  # (M, b)
+            variances.append(k_star[:, c].to(torch.float64) - (v * v).sum(0))
+        cov = torch.diag_embed(torch.stack(variances, dim=-1))
+    else:
+        n_test, _, n_out, _ = k_m_star.shape
+        # k_m_star[b, m, c, e] = K(x*_b, x_m)[c, e]: training index m C + e, test output c
+        rhs = k_m_star.permute(1, 3, 0, 2).reshape(-1, n_test, n_out)  # (M C, b, C)
+        v = reduce(la.K_MM, la.L, rhs.reshape(rhs.shape[0], -1)).reshape(rhs.shape)
+        cov = k_star.to(torch.float64) - torch.einsum("kbm,kbn->bmn", v, v)
+    cov = (cov + cov.transpose(1, 2)) / 2
+    evals, evecs = torch.linalg.eigh(cov)
+    prior = k_star.to(torch.float64).reshape(len(cov), -1).abs().max()
+    if bool((evals < -1e-6 * prior).any()):
+        raise FloatingPointError(
+            f"the function-space predictive covariance has eigenvalue {float(evals.min()):.3g}"
+            f" (prior variance up to {float(prior):.3g}): not PSD beyond round-off; compute "
+            "the model in float64, or use hessian_structure='full'")
+    if bool((evals < 0).any()):
+        cov = evecs @ torch.diag_embed(evals.clamp_min(0)) @ evecs.transpose(1, 2)
+    return cov
 
 
 def probit_probabilities(predictive: GaussianPredictive) -> torch.Tensor:
@@ -650,8 +724,21 @@ def probit_probabilities(predictive: GaussianPredictive) -> torch.Tensor:
     Returns:
         ``(M, C)`` float64 probabilities.
 
+    Raises:
+        ValueError: If a variance is negative or NaN (the square root would give NaN), or a
+            mean is not finite.
+
     """
-    kappa = 1.0 / torch.sqrt(1.0 + math.pi / 8.0 * predictive.variance)
+    var = torch.as_tensor(predictive.variance)
+    if bool(torch.isnan(var).any()) or bool((var < 0).any()):
+        raise ValueError(
+            f"the predictive has negative or NaN variances (smallest {float(var.min()):.3g}), "
+            "so the probit probabilities would be NaN; the latent covariance is not PSD: use "
+            "lla_predictive (which projects the function-space covariance on the PSD cone) or "
+            "compute the model in float64")
+    if not bool(torch.isfinite(torch.as_tensor(predictive.mean)).all()):
+        raise ValueError("the predictive mean has NaN or Inf entries")
+    kappa = 1.0 / torch.sqrt(1.0 + math.pi / 8.0 * var)
     return torch.softmax(kappa * predictive.mean, dim=-1)
 
 
