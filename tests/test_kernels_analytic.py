@@ -382,3 +382,18 @@ def test_row_block_options_agree_with_the_whole_matrix(activation, monkeypatch):
     assert [b[0] for b in blocks] == [slice(s, min(s + 4, 23)) for s in range(0, 23, 4)]
     torch.testing.assert_close(torch.cat([b[1].ntk for b in blocks]), whole.ntk, rtol=1e-13,
                                atol=1e-15)
+
+
+def test_cntk_diagonal_and_memory_refusal():
+    from ntkcheck.kernels import KernelMemoryError
+
+    spec = ArchSpec(family="cnn", depth=1, activation="relu", bias_std=0.1)
+    x = torch.randn(3, 1, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    whole = analytic_kernels(spec, x)
+    diag = analytic_kernels(spec, x, diagonal=True)
+    torch.testing.assert_close(diag.ntk, whole.ntk.diagonal(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(diag.nngp, whole.nngp.diagonal(), rtol=1e-13, atol=0)
+    big = torch.zeros(3000, 1, 28, 28, dtype=torch.float64)  # 9e6 pairs x 784^2 positions
+    with pytest.raises(KernelMemoryError, match="analytic CNTK on 3000x3000 images of 784 "
+                       "positions needs an estimated"):
+        analytic_kernels(spec, big)
