@@ -4,7 +4,7 @@ Mirzadeh et al. 2022 ("Wide neural networks forget less catastrophically") repor
 networks forget less; in the kernel regime forgetting is governed by the overlap of the tasks'
 NTK feature subspaces (Doan et al. 2021, the NTK overlap matrix; Bennani et al. 2020).
 Wenger, Dangel & Kristiadi 2023 (arXiv 2310.00137, Sec. 3.3) find that wide networks forget
-less only when they are not trained to high accuracy on each task. Four claims:
+less only when they are not trained to high accuracy on each task. Three claims:
 
 * ``forgetting-decreases-with-width-short`` / ``-converged``: the average forgetting of test
   accuracy (Chaudhry et al. 2018) decreases with width -- the slope of forgetting against
@@ -24,11 +24,16 @@ less only when they are not trained to high accuracy on each task. Four claims:
   width (``trend="decreasing"``; predicted rate -1). The drift vectors are compared because a
   wrong kernel can match the scalar forgetting by a coincidence of norms; the scalar
   forgetting of the prediction, the linearized network and the network are recorded too.
-* ``forgetting-bounded``: the network's output drift on every earlier task ``k`` is within
+  Recorded beside it: ``bound_ratio``, the drift over the principal-angle bound
   ``||J_k|| sum_{t>k} cos(theta_1(k, t)) ||delta_t||`` (:func:`ntkcheck.continual.
-  forgetting_bound`): the smallest principal angle between the tasks' NTK feature subspaces at
-  initialization times the network's measured parameter update of each later task. Exact for
-  the linearized network; holds for the network to the extent it trains in the kernel regime.
+  forgetting_bound`). That bound is no longer a claim (``forgetting-bounded`` was dropped): it
+  chains two norm inequalities (``||J_k v|| <= ||J_k|| ||P_k v||`` and
+  ``||P_k delta_t|| <= cos(theta_1) ||delta_t||`` for an update ``delta_t`` in task ``t``'s
+  row space), so it holds for the linearized network by construction and is loose by a factor
+  4-6 on these tasks; a network would have to leave the kernel regime by that factor before it
+  could fail, which no swept width comes near. Its falsifiable content, what the NTK overlap
+  predicts the network forgets, is ``forgetting-ntk-overlap``, which compares the drift vectors
+  themselves.
 
 Setup: three permuted-digits tasks (scikit-learn's digits, a fixed pixel permutation per task,
 task 0 unpermuted, 10 classes, one shared head), squared loss on one-hot targets minus 1/10,
@@ -242,21 +247,3 @@ def test_forgetting_ntk_overlap(spec, ntk_sweep, ntk_device, ntk_measure, ntk_pr
         ntk_measure(spec, width=width, seed=seed, value=out["drift_error"],
                 **{k: v for k, v in out.items() if k != "drift_error"})
 
-
-@pytest.mark.claim(
-    id="forgetting-bounded",
-    statement="Forgetting is within the bound set by the principal angles between the tasks' "
-              "NTK feature subspaces",
-    source="Doan et al. 2021, Sec. 4 (NTK overlap matrix); Bennani et al. 2020",
-    metric="max over earlier tasks k of ||f_T(X_k) - f_k(X_k)|| / "
-           "(||J_k|| Σ_{t>k} cos θ_1(k, t) ||Δθ_t||)",
-    tolerance=1.0,
-)
-@given(spec=KERNEL_SPECS)
-@example(spec=ArchSpec(depth=1, activation="relu"))
-def test_forgetting_bounded(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
-    n = _sizes(ntk_profile)[2]
-    for width, seed in _units(ntk_sweep, ntk_profile):
-        out = _kernel_experiment(spec, width, seed, str(ntk_device), n)
-        ntk_measure(spec, width=width, seed=seed, value=out["bound_ratio"],
-                **{k: v for k, v in out.items() if k != "bound_ratio"})

@@ -345,13 +345,12 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 from ntkcheck.arch import ArchSpec
-from ntkcheck.continual import (Budget, drift_norms, forgetting_bound, permuted_tasks,
-                                predict_sequential_gd, principal_angles, task_ntk,
-                                train_sequentially)
+from ntkcheck.continual import Budget, permuted_tasks, predict_sequential_gd, task_ntk
+from ntkcheck.continual import train_sequentially
 from ntkcheck.data import load_dataset
 
 @pytest.mark.claim(id="forgetting-{tag}", statement="s", source="Doan et al. 2021",
-                   metric="m", tolerance={tol}, trend={trend})
+                   metric="m", tolerance=0.1, trend="decreasing")
 @given(spec=st.just(ArchSpec(depth=1, activation="relu")))
 def test_claim(spec, ntk_sweep, ntk_measure):
     tasks = permuted_tasks(load_dataset("digits", n=24, seed=0), 3, n_train=12, n_test=12)
@@ -365,35 +364,19 @@ def test_claim(spec, ntk_sweep, ntk_measure):
         used = dataclasses.replace(task_ntk(build(1 + {offset}), tasks), f0=ntk.f0)
         pred = predict_sequential_gd(used, lr=lr, steps=20)
         res = train_sequentially(net, tasks, Budget(epochs=20), lr=lr)
-        if "{kind}" == "overlap":
-            po, no = pred.task_outputs(used), res.train_outputs
-            d_pred = np.concatenate([(po[2][k] - po[k][k]).ravel() for k in range(2)])
-            d_net = np.concatenate([(no[2][k] - no[k][k]).ravel() for k in range(2)])
-            value = np.linalg.norm(d_pred - d_net) / np.linalg.norm(d_net)
-        else:  # bound with the cosine of principal angle {angle} (0: the smallest angle)
-            cos = {{(k, t): np.cos(principal_angles(ntk, k, t)[{angle}])
-                   for k in range(3) for t in range(k + 1, 3)}}
-            norms = [np.sqrt(np.linalg.eigvalsh(ntk.block(k, k))[-1]) for k in range(2)]
-            bound = [norms[k] * sum(cos[k, t] * res.displacement[t] for t in range(k + 1, 3))
-                     for k in range(2)]
-            if {angle} == 0:
-                np.testing.assert_allclose(bound, forgetting_bound(ntk, res.displacement))
-            value = float(np.max(drift_norms(res.train_outputs) / np.asarray(bound)))
+        po, no = pred.task_outputs(used), res.train_outputs
+        d_pred = np.concatenate([(po[2][k] - po[k][k]).ravel() for k in range(2)])
+        d_net = np.concatenate([(no[2][k] - no[k][k]).ravel() for k in range(2)])
+        value = np.linalg.norm(d_pred - d_net) / np.linalg.norm(d_net)
         ntk_measure(spec, width=width, seed=seed, value=value)
 '''
 
 
-@pytest.mark.parametrize(("kind", "offset", "angle", "passes"), [
-    ("overlap", 1, 0, False), ("overlap", 0, 0, True),
-    ("bound", 0, -1, False), ("bound", 0, 0, True),
-])
-def test_negative_controls_of_the_kernel_regime_claims(pytester, kind, offset, angle, passes):
-    """A wrong kernel (one layer too deep) breaks the NTK-overlap prediction at every width;
-    a "bound" from the largest principal angle instead of the smallest is violated."""
-    tol, trend = ("0.1", '"decreasing"') if kind == "overlap" else ("1.0", "None")
+@pytest.mark.parametrize(("offset", "passes"), [(1, False), (0, True)])
+def test_negative_control_of_the_ntk_overlap_claim(pytester, offset, passes):
+    """A wrong kernel (one layer too deep) breaks the NTK-overlap prediction at every width."""
     pytester.makepyfile(test_continual_kernel_control=OVERLAP_CLAIM.format(
-        tag=f"{kind}{offset}{angle}", tol=tol, trend=trend, offset=offset, kind=kind,
-        angle=angle))
+        tag=f"overlap{offset}", offset=offset))
     result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "512,1024,2048",
                                 "--ntk-seeds", "2")
     result.assert_outcomes(passed=int(passes), failed=int(not passes))
