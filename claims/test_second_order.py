@@ -42,7 +42,8 @@ Claims:
   contraction at the best constant step with its spectral prediction, so the report shows
   NGD's rate flat and GD's falling with ``kappa``. Replaces ``ngd-beats-gd`` (a steps ratio
   with an underived tolerance, in a setting where it could not fail).
-* ``second-order-speedup`` (practical only): the seed paper's depth-3 standard-parametrized
+* ``second-order-speedup`` (practical only; ``PRACTICAL_SEEDS`` seeds and widths up to
+  ``PRACTICAL_MAX_WIDTH`` outside the ``paper`` profile): the seed paper's depth-3 standard-parametrized
   ReLU MLP (``PAPER_SPECS["wenger2023-mlp"]``) on the full digits set (1,437 training, 360
   held-out images), cross-entropy, mini-batches of ``BATCH``, each optimizer at a step size
   tuned once at the base width (the sweep's narrowest) on a documented grid and then held
@@ -100,13 +101,14 @@ RATE_STEPS = 8
 #: ``ngd-rate``'s orthogonal inputs: number and dimension.
 N_ORTHO, DIM_ORTHO = 4, 16
 #: ``ngd-conditioning``: gradient-descent steps at the best constant step.
-GD_STEPS = 50
+GD_STEPS = 20
 #: ``second-order-speedup``: mini-batch size, epoch budget, held-out target (nats).
 BATCH, MAX_EPOCHS, TARGET_TEST_LOSS = 64, 20, 0.25
 #: Epochs per grid point when tuning a step size at the base width.
 TUNE_EPOCHS = 4
 #: Step-size grids, tried at the base width (half-decades around each method's usual value).
-LR_GRIDS = {"adam": (1e-3, 3e-3, 1e-2), "sgd": (0.01, 0.03, 0.1), "kfac": (0.03, 0.1, 0.3)}
+LR_GRIDS = {"adam": (1e-3, 3e-3, 1e-2, 3e-2), "sgd": (0.01, 0.03, 0.1, 0.3),
+            "kfac": (0.03, 0.1, 0.3)}
 #: Held-out evaluations per epoch (the resolution of the time to target).
 EVALS_PER_EPOCH = 4
 #: Seeds the practical comparison trains (further seeds of the sweep are recorded as capped).
