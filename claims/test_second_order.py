@@ -43,14 +43,14 @@ Claims:
   NGD's rate flat and GD's falling with ``kappa``. Replaces ``ngd-beats-gd`` (a steps ratio
   with an underived tolerance, in a setting where it could not fail).
 * ``second-order-speedup`` (practical only; ``PRACTICAL_SEEDS`` seeds and widths up to
-  ``PRACTICAL_MAX_WIDTH`` outside the ``paper`` profile): the seed paper's depth-3
-  standard-parametrized ReLU MLP (``PAPER_SPECS["wenger2023-mlp"]``) on the full digits set (1,437 training, 360
-  held-out images), cross-entropy, mini-batches of ``BATCH``, each optimizer at a step size
-  tuned once at the base width (the sweep's narrowest) on a documented grid and then held
-  fixed; value: wall-clock seconds of tuned Adam over K-FAC's to the held-out loss
-  ``TARGET_TEST_LOSS``; holds at ``>= 1`` (K-FAC at least as fast, what the kernel-regime
-  theory would lead one to expect). SGD with momentum runs alongside; every optimizer's loss
-  curve is stored in the record (``curve_<optimizer>``) and drawn in the report.
+  ``PRACTICAL_MAX_WIDTH`` outside the ``paper`` profile): the seed paper's depth-3 standard-
+  parametrized ReLU MLP (``PAPER_SPECS["wenger2023-mlp"]``) on the full digits set (1,437
+  training, 360 held-out images), cross-entropy, mini-batches of ``BATCH``, each optimizer at a
+  step size tuned once at the base width (the sweep's narrowest) on a documented grid and then
+  held fixed; value: wall-clock seconds of tuned Adam over K-FAC's to the held-out loss
+  ``TARGET_TEST_LOSS``; holds at ``>= 1`` (K-FAC at least as fast, what the kernel-regime theory
+  would lead one to expect). SGD with momentum runs alongside; every optimizer's loss curve is
+  stored in the record (``curve_<optimizer>``) and drawn in the report.
 
 Settings (each architecture id maps to one data set): MLPs regress scikit-learn's diabetes
 target (10 standardized features, ``N = n_inputs``) or, for ``ngd-rate``, orthogonal inputs;
