@@ -417,8 +417,9 @@ def main() -> None:
         workers["nt"] = Worker([nt, "-c", NT_SERVER, here], env=env)
     else:
         print("neural-tangents: no interpreter (--nt-python or NTKCHECK_NT_PYTHON); skipped")
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(args.busy)]
+    # Each spinner stops by itself when this process is gone (also when it is killed).
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(args.busy)]
     info = machine()
     info["busy_processes"] = args.busy
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
@@ -427,14 +428,15 @@ def main() -> None:
         for name in names:
             results.append(run_case(name, workers, args.repeats))
             report(results[-1])
+            if args.json:  # after every case, so that an interrupted run keeps its cases
+                args.json.write_text(json.dumps({"machine": info, "repeats": args.repeats,
+                                                 "results": results}, indent=1))
     finally:
         for p in spinners:
             p.kill()
         for w in workers.values():
             w.close()
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "repeats": args.repeats,
-                                         "results": results}, indent=1))
         print(f"\nwrote {args.json}")
 
 

@@ -73,4 +73,4 @@ def test_ntk_at_init_depth(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_p
 def test_ntk_at_init_cnn(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
     spec = ArchSpec(family="cnn", depth=1, activation="relu")
     images = ntk_digits.head(ntk_profile.n_cnn_inputs).x  # (N, 1, 8, 8)
-    _measure_sweep(spec, images, ntk_sweep, ntk_device, ntk_measure, ntk_profile.width_cap(spec))
+    _measure_sweep(spec, images, ntk_sweep, ntk_device, ntk_measure)

@@ -14,8 +14,9 @@ __all__ = ["CNN_CAP_REASON", "DEPTH_CAP_REASON", "Profile", "PROFILES", "get_pro
            "parse_widths"]
 
 #: Why :attr:`Profile.cnn_max_width` exists, for ``ntk_measure.capped(..., why=CNN_CAP_REASON)``.
-CNN_CAP_REASON = ("the profile's cnn_max_width: a CNN's empirical NTK grows with the image "
-                  "positions squared; the paper profile sweeps every width")
+CNN_CAP_REASON = ("the profile's cnn_max_width: the second-order CNN claims (natural-gradient "
+                  "steps on all N*O outputs) take minutes per unit above it on a CPU; the paper "
+                  "profile sweeps every width")
 #: Why :meth:`Profile.depth_width_cap` exists, for ``ntk_measure.capped(..., why=...)``.
 DEPTH_CAP_REASON = ("the profile's depth_max_hidden: training a deep MLP costs O(N depth "
                     "width^2) per step; the paper profile sweeps every width at every depth")
@@ -35,9 +36,10 @@ class Profile:
         derandomize: Whether Hypothesis draws the same architectures every run.
         shrink: Whether Hypothesis shrinks a failing claim to its simplest failing
             architecture (each shrink step re-runs the whole width sweep).
-        cnn_max_width: Widest CNN (channels) that kernel claims measure, or None for every
-            width: a CNN's empirical NTK costs O(N^2 (HW)^2 C) per conv layer, so wider CNNs
-            are left to the ``paper`` profile on a GPU.
+        cnn_max_width: Widest CNN (channels) that the second-order CNN claims measure, or
+            None for every width: their natural-gradient steps on all ``N O`` outputs cost
+            minutes per (width, seed) above it on a CPU, so wider CNNs are left to the
+            ``paper`` profile on a GPU (the CNN kernel claims sweep every width).
         depths: MLP depths (hidden layers) that the depth-sweep claim tests measure, every
             one of them at every width (depth is a second axis, never drawn): the kernel
             regime needs width >> depth (Hanin & Nica 2020: the NTK's fluctuations grow
