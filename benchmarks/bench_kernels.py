@@ -258,6 +258,7 @@ def build(name):
         return "kernel_fn", lambda: kf(x, None, "ntk").block_until_ready()
     x = x.astype(np.float32)
     _, params = init_fn(jax.random.PRNGKey(0), x.shape)
+    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float32), params)  # as ntkcheck's
     trace = () if cfg["output"] == "full" else (-1,)
     f = nt.empirical_kernel_fn(apply_fn, trace_axes=trace, vmap_axes=0,
                                implementation=nt.NtkImplementation.STRUCTURED_DERIVATIVES)
