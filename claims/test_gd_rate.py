@@ -30,6 +30,11 @@ not the claim's prediction.) Two claims:
   near the kink switch during training, the NTK moves more slowly to its limit
   (``claims/test_lazy_training.py``: slope about -3/4 to -0.9), and the report shows whether
   its fit is consistent with -1.
+  Depth (``test_gd_rate_depth``): the pinned erf MLP at every depth of ``Profile.depths``
+  (depths >= 2 up to ``Profile.depth_width_cap``: 1024 in ``quick``), each its own
+  architecture id; Lee et al.'s Thm 2.1 holds at any fixed depth, and the NTK's movement that
+  perturbs the rate grows with depth / width (Hanin & Nica 2020), so the width the claim
+  needs should grow with depth.
 * ``gd-stable-lr``: the largest learning rate at which the loss never rises above its initial
   value is ``2N / lambda_max`` (the top residual mode is multiplied by ``1 - lr lambda_max /
   N``). Targets ``Y = f_0(X) - sqrt(N) v_max`` of the *analytic* NTK Gram; the rate is found by
@@ -58,9 +63,10 @@ import math
 
 import pytest
 import torch
-from hypothesis import example, given
+from hypothesis import assume, example, given
 
 from ntkcheck import (
+    DEPTH_CAP_REASON,
     ArchSpec,
     analytic_kernels,
     empirical_ntk,
@@ -81,6 +87,10 @@ CATAPULT = 1.5
 #: Pinned CNNs (module docstring).
 CNN_ERF = ArchSpec(family="cnn", depth=1, activation="erf")
 CNN_RELU = ArchSpec(family="cnn", depth=1, activation="relu")
+
+#: The architecture ``test_gd_rate_depth`` sweeps over ``Profile.depths`` (smooth, as Lee
+#: et al. 2019, Thm 2.1, assume at any depth).
+DEPTH_SPEC = ArchSpec(depth=1, activation="erf")
 
 SMOOTH = strategies.mlps(min_depth=1, max_depth=1, activations=("erf", "gelu"),
                          parametrizations=("ntk",), biases=(True,))
@@ -121,9 +131,20 @@ RATE = dict(
 
 @pytest.mark.claim(**RATE)
 @given(spec=SMOOTH)
-@example(spec=ArchSpec(depth=1, activation="erf"))
 def test_gd_rate(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    # the erf MLP is measured at every depth by test_gd_rate_depth
+    assume(spec.arch_id not in {s.arch_id for s in ntk_profile.depth_sweep(DEPTH_SPEC)})
     gd_rate_error(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
+
+
+@pytest.mark.claim(**RATE)
+def test_gd_rate_depth(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
+    """The erf MLP at every depth of the profile, each its own architecture id (module
+    docstring, "Depth"); depths >= 2 up to ``Profile.depth_width_cap``."""
+    for spec in ntk_profile.depth_sweep(DEPTH_SPEC):
+        units = list(ntk_measure.capped(spec, ntk_sweep, ntk_profile.depth_width_cap(spec),
+                                        why=DEPTH_CAP_REASON))
+        gd_rate_error(spec, units, ntk_device, ntk_measure, ntk_digits, ntk_profile)
 
 
 @pytest.mark.claim(**RATE)
