@@ -211,14 +211,39 @@ class PartFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._fh: Any = None
+        self.failed: str | None = None  # why writing stopped (disk full, folder gone)
 
     def write(self, obj: dict[str, Any]) -> None:
-        """Append ``obj`` as one JSON line and flush it to the operating system."""
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self._fh.write(json.dumps(obj) + "\n")
-        self._fh.flush()
+        """Append ``obj`` as one JSON line and flush it to the operating system.
+
+        The part file is a backup (records also travel on the test reports): when the
+        operating system refuses a write (disk full), the half-written line is cut off
+        again, one :class:`NtkcheckWarning` says so, and later writes are skipped.
+        """
+        if self.failed is not None:
+            return
+        pos = None
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            pos = self._fh.tell()
+            self._fh.write(json.dumps(obj) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            import warnings
+
+            self.failed = f"{self.path}: {exc.strerror or exc}"
+            if self._fh is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._fh.close()  # may flush part of the line again ...
+                self._fh = None
+            if pos is not None:
+                with contextlib.suppress(OSError):
+                    os.truncate(self.path, pos)  # ... which this cuts off
+            warnings.warn(f"cannot write the records part file {self.failed}; records still "
+                          "reach the run folder through the test reports", NtkcheckWarning,
+                          stacklevel=2)
 
     def close(self) -> None:
         """Close the file (a later write reopens it)."""

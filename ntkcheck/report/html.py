@@ -181,5 +181,7 @@ def render_report(
     """
     out = Path(path)
     html = build_html(records, width_verdicts, arch_verdicts, claims, meta)
-    out.write_text(html, encoding="utf-8")
+    from ntkcheck.runs.files import atomic_write_text
+
+    atomic_write_text(out, html)  # a reader never sees half a report
     return out

@@ -29,7 +29,8 @@ from ntkcheck.verdict import ARCH_COLUMNS, WIDTH_COLUMNS, compute_verdicts
 __all__ = ["RECORD_KEY", "CLAIM_FIELDS", "Run", "RunError", "resolve_run", "resolve_runs",
            "load_run",
            "merge_runs", "write_run", "read_embedded", "claim_status", "practical_status",
-           "list_runs", "LIST_COLUMNS"]
+           "list_runs", "LIST_COLUMNS", "RunSkippedWarning", "check_record", "records_frame",
+           "NO_METADATA"]
 
 #: A measurement's identity: records sharing it are duplicates.
 RECORD_KEY = ("claim_id", "arch_id", "width", "seed")
@@ -41,6 +42,7 @@ CLAIM_FIELDS = ("id", "statement", "source", "metric", "tolerance", "rate", "uni
 #: Fields that decide a verdict: runs that disagree on them cannot be merged.
 _JUDGING = ("tolerance", "rate", "direction", "scale", "trend")
 _RUN_FILES = ("records.jsonl", "records.csv", "meta.json", "claims.json", "report.html")
+_PART_GLOB = "records.*.jsonl"  # an xdist worker's records (ntkcheck.plugin.runtime)
 _EMBEDDED = re.compile(
     r'<script type="application/json" id="ntkcheck-(\w+)">(.*?)</script>', re.S)
 _OUTCOME_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
@@ -111,8 +113,81 @@ class Run:
                 self._verdicts = (pd.DataFrame(columns=WIDTH_COLUMNS),
                                   pd.DataFrame(columns=ARCH_COLUMNS))
             else:
-                self._verdicts = compute_verdicts(recs, claims)
+                wv, av = compute_verdicts(recs, claims)
+                self._verdicts = (wv, mark_unfinished(av, recs, self.claims, self.meta))
         return self._verdicts
+
+
+#: Outcomes of a test that did not run to its end: its last architecture may be partial.
+_UNFINISHED = ("error", "interrupted")
+
+
+def _expected_units(claim_id: str, meta: Mapping[str, Any], seen: pd.DataFrame
+                    ) -> set[tuple[int, int]]:
+    """The (width, seed) units a claim's architecture should have in a run (its shards)."""
+    from ntkcheck.plugin.sweep import Shard, sweep_units
+
+    widths = meta.get("widths")
+    widths = ([int(w) for w in widths] if isinstance(widths, list) and widths
+              else sorted({int(w) for w in seen["width"]}))
+    n_seeds = meta.get("seeds")
+    seeds = (list(range(n_seeds)) if isinstance(n_seeds, int) and n_seeds > 0
+             else sorted({int(s) for s in seen["seed"]}))
+    shards = meta.get("shard")
+    shards = shards if isinstance(shards, list) else [shards] if shards else []
+    parsed = [p for p in (_parse_shard(x) for x in shards) if p is not None]
+    if not parsed:
+        return set(sweep_units(claim_id, widths, seeds))
+    units: set[tuple[int, int]] = set()
+    for k, n in parsed:
+        units |= set(sweep_units(claim_id, widths, seeds, Shard(k, n)))
+    return units
+
+
+def mark_unfinished(per_arch: pd.DataFrame, records: pd.DataFrame,
+                    claims: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]
+                    ) -> pd.DataFrame:
+    """Mark architectures whose test did not finish and whose sweep has gaps as incomplete.
+
+    A test that errored or was interrupted (a killed worker, Ctrl-C, a crashed controller)
+    leaves its last architecture with some of its (width, seed) units. Judging it would
+    judge the widest width it reached as if it were the widest swept; instead its verdict
+    is ``holds_at_widest`` False with a message starting ``incomplete:`` (the terminal and
+    the report then say INCOMPLETE). The expected units are the run's widths times its
+    seeds (``meta["widths"]``, ``meta["seeds"]``), restricted to its shards; units recorded
+    as not measured (out of memory, above a cap, timed out) count as present.
+
+    Returns:
+        A copy of ``per_arch`` (:data:`ntkcheck.verdict.ARCH_COLUMNS`).
+
+    """
+    from ntkcheck.runs.outcomes import claim_tests
+
+    out = per_arch.copy()
+    if out.empty or records.empty or "nodeid" not in records.columns:
+        return out
+    unfinished = {str(t["nodeid"]) for c in claims.values() for t in claim_tests(c)
+                  if t.get("outcome") in _UNFINISHED}
+    if not unfinished:
+        return out
+    for i, row in out.iterrows():
+        mine = records[(records["claim_id"].astype(str) == str(row["claim_id"]))
+                       & (records["arch_id"].astype(str) == str(row["arch_id"]))]
+        if not set(mine["nodeid"].astype(str)) & unfinished:
+            continue
+        claim_recs = records[records["claim_id"].astype(str) == str(row["claim_id"])]
+        expected = _expected_units(str(row["claim_id"]), meta, claim_recs)
+        have = {(int(w), int(s)) for w, s in zip(mine["width"], mine["seed"])}
+        missing = sorted(expected - have)
+        if not missing:
+            continue
+        widths = ", ".join(f"{w:,}" for w in sorted({w for w, _ in missing}))
+        out.at[i, "holds_at_widest"] = False
+        out.at[i, "message"] = (
+            f"incomplete: its test did not finish; {len(expected & have)} of "
+            f"{len(expected)} (width, seed) units recorded (missing at width {widths}); "
+            "not judged")
+    return out
 
 
 def _setting_rows(run: Run, claim_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -178,10 +253,16 @@ def _follow_pointer(folder: Path) -> Path:
     return folder
 
 
+def _part_files(folder: Path) -> list[Path]:
+    """The xdist workers' ``records.<worker>.<pid>.jsonl`` files of a run folder."""
+    return sorted(p for p in folder.glob(_PART_GLOB) if p.is_file())
+
+
 def _is_run(path: Path) -> bool:
     if path.is_file():
         return path.suffix in (".html", ".htm")
-    return path.is_dir() and any((path / f).is_file() for f in _RUN_FILES)
+    return path.is_dir() and (any((path / f).is_file() for f in _RUN_FILES)
+                              or bool(_part_files(path)))
 
 
 def resolve_run(arg: str | Path, reports: str | Path = "reports") -> Path:
@@ -238,37 +319,363 @@ def read_embedded(report: Path) -> dict[str, Any]:
     """The JSON a ``report.html`` embeds, by name (``records``, ``verdicts``, ``meta``).
 
     Raises:
-        RunError: The file embeds no ntkcheck data.
+        RunError: The file embeds no ntkcheck data, or its JSON does not parse.
 
     """
     text = report.read_text(encoding="utf-8")
-    found = {m.group(1): json.loads(m.group(2)) for m in _EMBEDDED.finditer(text)}
+    found = {}
+    for m in _EMBEDDED.finditer(text):
+        try:
+            found[m.group(1)] = json.loads(m.group(2))
+        except ValueError as exc:
+            raise RunError(f"{report}: the embedded {m.group(1)!r} data is not JSON ({exc})"
+                           ) from None
     if not found:
         raise RunError(f"{report} is not an ntkcheck report (no embedded run data)")
     return found
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    rows = []
+# ----------------------------------------------------------------------------- validation
+
+#: JSON types of the record fields the run store computes with (others are claims' extras).
+_INT = "an integer"
+_NUMBER = "a number"
+_STRING = "a string"
+_BOOL = "a boolean"
+_REQUIRED_FIELDS = ("claim_id", "arch_id", "width", "seed")
+_FIELD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (type, may be null)
+    "claim_id": (_STRING, False), "arch_id": (_STRING, False), "width": (_INT, False),
+    "seed": (_INT, False), "value": (_NUMBER, True), "status": (_STRING, True),
+    "init_seed": (_INT, True), "seq": (_INT, True), "depth": (_INT, True),
+    "elapsed_s": (_NUMBER, True), "weight_std": (_NUMBER, True), "bias_std": (_NUMBER, True),
+    "run_id": (_STRING, True), "nodeid": (_STRING, True), "profile": (_STRING, True),
+    "device": (_STRING, True), "dtype": (_STRING, True), "setting": (_STRING, True),
+    "family": (_STRING, True), "activation": (_STRING, True),
+    "parametrization": (_STRING, True), "bias": (_BOOL, True), "reason": (_STRING, True),
+}
+
+
+def _kind(value: Any) -> str:
+    """The JSON type of a value, in words (``true`` is a boolean, not an integer)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{json.dumps(value)} (a boolean)"
+    if isinstance(value, int):
+        return f"{value} (an integer)"
+    if isinstance(value, float):
+        return f"{value!r} (a number)"
+    if isinstance(value, str):
+        return f"{value!r} (a string)"
+    return f"a JSON {'list' if isinstance(value, list) else 'object'}"
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _STRING:
+        return isinstance(value, str)
+    return isinstance(value, bool)
+
+
+def check_record(rec: Any, where: str) -> dict[str, Any]:
+    """Check one record's JSON types; return it.
+
+    Args:
+        rec: A parsed record (one line of ``records.jsonl``).
+        where: The file and line, for the message.
+
+    Raises:
+        RunError: Not an object, a missing key field, or a field of the wrong JSON type (a
+            boolean width, a string value, a fractional seed, ...), named with ``where``.
+
+    """
+    if not isinstance(rec, dict):
+        raise RunError(f"{where}: a record must be a JSON object, got {_kind(rec)}")
+    for key in _REQUIRED_FIELDS:
+        if rec.get(key) is None:
+            raise RunError(f"{where}: field {key!r} is missing")
+    for key, (kind, nullable) in _FIELD_TYPES.items():
+        if key not in rec or (rec[key] is None and nullable):
+            continue
+        if not _type_ok(rec[key], kind):
+            raise RunError(f"{where}: field {key!r} is {_kind(rec[key])}; expected {kind}")
+    return rec
+
+
+def records_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A records table from parsed records, integers kept exact.
+
+    A column of integers with gaps (``init_seed`` of a unit that was not measured, ``seq``)
+    becomes pandas' nullable ``Int64`` built from the Python integers, never ``float64``
+    (which rounds seeds above 2**53).
+    """
+    frame = pd.DataFrame(list(rows))
+    for col in frame.columns:
+        values = [r.get(col) for r in rows]
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            if len(present) < len(values) or col in _NULLABLE_INTS:
+                frame[col] = pd.array(values, dtype="Int64")
+    return frame
+
+
+_NULLABLE_INTS = ("init_seed", "seq")
+
+
+def _validate_records(frame: pd.DataFrame, claim_ids: Any, source: str) -> pd.DataFrame:
+    """``record_schema`` on a records table, its error named after ``source``."""
+    if frame.empty:
+        return frame
+    try:
+        return record_schema(claim_ids).validate(frame)
+    except Exception as exc:  # pandera SchemaError(s)
+        raise RunError(f"{source}: records fail the record schema: "
+                       f"{str(exc).splitlines()[0]}") from None
+
+
+def _check_claims(obj: Any, source: str) -> dict[str, dict[str, Any]]:
+    """Check a ``claims.json`` object (claim id -> metadata and tests); return it.
+
+    Raises:
+        RunError: Not an object of objects; a tolerance or rate that is not a number (a
+            crashed worker's placeholder may have NaN), an unknown direction, scale, trend
+            or outcome; ``tests`` that are not objects with a string ``nodeid``.
+
+    """
+    from ntkcheck.claim import SCALES, TRENDS
+    from ntkcheck.runs.outcomes import OUTCOME_RANK, SETTINGS
+
+    if not isinstance(obj, dict):
+        raise RunError(f"{source}: expected a JSON object of claims by id, got {_kind(obj)}")
+    for cid, c in obj.items():
+        at = f"{source}, claim {cid!r}"
+        if not isinstance(c, dict):
+            raise RunError(f"{at}: expected a JSON object, got {_kind(c)}")
+        tol = c.get("tolerance")
+        if not _type_ok(tol, _NUMBER):
+            raise RunError(f"{at}: field 'tolerance' is {_kind(tol)}; expected a number")
+        if c.get("rate") is not None and not _type_ok(c["rate"], _NUMBER):
+            raise RunError(f"{at}: field 'rate' is {_kind(c['rate'])}; expected a number or "
+                           "null")
+        allowed = {"direction": ("below", "above"), "scale": SCALES, "trend": TRENDS,
+                   "outcome": tuple(OUTCOME_RANK), "practical_outcome": tuple(OUTCOME_RANK)}
+        for key, values in allowed.items():
+            if c.get(key) is not None and c[key] not in values:
+                raise RunError(f"{at}: field {key!r} is {_kind(c[key])}; expected one of "
+                               f"{list(values)}")
+        for key in ("statement", "source", "metric", "units", "nodeid"):
+            if c.get(key) is not None and not isinstance(c[key], str):
+                raise RunError(f"{at}: field {key!r} is {_kind(c[key])}; expected a string")
+        tests = c.get("tests")
+        if tests is None:
+            continue
+        if isinstance(tests, dict):
+            tests = list(tests.values())
+        if not isinstance(tests, list):
+            raise RunError(f"{at}: field 'tests' is {_kind(tests)}; expected a list")
+        for i, t in enumerate(tests):
+            if not isinstance(t, dict) or not isinstance(t.get("nodeid"), str):
+                raise RunError(f"{at}, test {i}: expected an object with a string 'nodeid'")
+            if t.get("outcome") is not None and t["outcome"] not in OUTCOME_RANK:
+                raise RunError(f"{at}, test {t['nodeid']!r}: field 'outcome' is "
+                               f"{_kind(t['outcome'])}; expected one of {list(OUTCOME_RANK)}")
+            if t.get("setting") is not None and t["setting"] not in SETTINGS:
+                raise RunError(f"{at}, test {t['nodeid']!r}: field 'setting' is "
+                               f"{_kind(t['setting'])}; expected one of {list(SETTINGS)}")
+            if t.get("duration_s") is not None and not _type_ok(t["duration_s"], _NUMBER):
+                raise RunError(f"{at}, test {t['nodeid']!r}: field 'duration_s' is "
+                               f"{_kind(t['duration_s'])}; expected a number")
+    return obj
+
+
+def _check_meta(obj: Any, source: str) -> dict[str, Any]:
+    """Check a ``meta.json`` object's fields that verdicts and merges use; return it."""
+    if not isinstance(obj, dict):
+        raise RunError(f"{source}: expected a JSON object, got {_kind(obj)}")
+    widths = obj.get("widths")
+    if widths is not None and not (isinstance(widths, list)
+                                   and all(_type_ok(w, _INT) and w > 0 for w in widths)):
+        shown = widths if isinstance(widths, list) else _kind(widths)
+        raise RunError(f"{source}: field 'widths' is {shown}; expected a list of positive "
+                       "integers")
+    for key, kind in (("seeds", _INT), ("n_inputs", _INT), ("interrupted", _BOOL),
+                      ("run_id", _STRING), ("profile", _STRING)):
+        if obj.get(key) is not None and not _type_ok(obj[key], kind):
+            raise RunError(f"{source}: field {key!r} is {_kind(obj[key])}; expected {kind}")
+    return obj
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _jsonl_lines(path: Path) -> tuple[list[tuple[int, Any]], bool]:
+    """Parsed lines of a JSON-lines file, and whether its last line was cut off.
+
+    Only a last line without its newline (a process killed while writing it) may fail to
+    parse; any other line that is not JSON is an error.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    out, truncated = [], False
     for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n == len(lines):  # a run killed mid-write leaves a truncated last line
+            out.append((n, json.loads(line)))
+        except ValueError:
+            if n == len(lines) and not text.endswith("\n"):
+                truncated = True
                 continue
-            raise RunError(f"{path}, record {n}: not a JSON record") from None
-    return pd.DataFrame(rows)
+            raise RunError(f"{path}, line {n}: not a JSON record") from None
+    return out, truncated
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    lines, truncated = _jsonl_lines(path)
+    return [check_record(rec, f"{path}, line {n}") for n, rec in lines], truncated
+
+
+def _read_parts(folder: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], int]:
+    """Records and claim metadata in the workers' part files; the number of files."""
+    records: list[dict[str, Any]] = []
+    claims: dict[str, dict[str, Any]] = {}
+    parts = _part_files(folder)
+    for path in parts:
+        for n, obj in _jsonl_lines(path)[0]:
+            where = f"{path}, line {n}"
+            if not isinstance(obj, dict) or not isinstance(obj.get("record"), dict):
+                raise RunError(f"{where}: expected a part-file entry "
+                               '{"nodeid", "claim", "record"}')
+            rec = check_record(dict(obj["record"]), where)
+            claim = obj.get("claim")
+            if isinstance(claim, dict) and isinstance(claim.get("id"), str):
+                entry = claims.setdefault(claim["id"], {
+                    **{k: v for k, v in claim.items() if k != "setting"}, "tests": {}})
+                nodeid = str(obj.get("nodeid") or rec.get("nodeid") or "")
+                entry["tests"].setdefault(nodeid, {
+                    "nodeid": nodeid, "setting": claim.get("setting") or "theory",
+                    "outcome": "interrupted", "duration_s": 0.0, "longrepr": _RECOVERED,
+                    "shrunk_spec": None, "shrunk_kind": None})
+            records.append(rec)
+    return records, claims, len(parts)
+
+
+_RECOVERED = ("the run stopped before this test reported (its controller was killed or "
+              "crashed); its records were recovered from the files on disk")
+#: Placeholder statement of a claim whose metadata no file holds (its records are not judged).
+NO_METADATA = "(no claim metadata on disk: the run stopped before writing it)"
+
+_CSV_INTS = ("width", "seed", "init_seed", "seq", "depth")
+_CSV_FLOATS = ("value", "elapsed_s", "weight_std", "bias_std")
+_INT_TEXT = re.compile(r"[+-]?\d+")
+
+
+def _csv_cell(text: str, column: str, where: str) -> Any:
+    if text == "":
+        return None
+    kind = _FIELD_TYPES.get(column, (None, True))[0]
+    if column in _CSV_INTS:
+        if not _INT_TEXT.fullmatch(text):
+            raise RunError(f"{where}: column {column!r} is {text!r}; expected an integer")
+        return int(text)
+    if column in _CSV_FLOATS:
+        try:
+            return float(text)
+        except ValueError:
+            raise RunError(f"{where}: column {column!r} is {text!r}; expected a number"
+                           ) from None
+    if kind == _BOOL:
+        if text not in ("True", "False"):
+            raise RunError(f"{where}: column {column!r} is {text!r}; expected True or False")
+        return text == "True"
+    if kind == _STRING:
+        return text
+    if _INT_TEXT.fullmatch(text):  # a claim's extra value: the type it reads as
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return {"True": True, "False": False}.get(text, text)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    """Records of a ``records.csv``, each cell parsed exactly (integers stay integers)."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return []
+    header, out = rows[0], []
+    for n, row in enumerate(rows[1:], 2):
+        if not row:
+            continue
+        where = f"{path}, line {n}"
+        if len(row) != len(header):
+            raise RunError(f"{where}: {len(row)} cells but {len(header)} columns")
+        rec = {col: _csv_cell(text, col, where) for col, text in zip(header, row)}
+        # an empty string column (a not-measured unit's dtype) reads back as ""
+        for col, text in zip(header, row):
+            if text == "" and _FIELD_TYPES.get(col, (None, True))[0] == _STRING:
+                rec[col] = "" if col not in ("status", "setting", "reason") else None
+        out.append(check_record(rec, where))
+    return out
+
+
+def _embedded_records(split: Any, report: Path) -> list[dict[str, Any]]:
+    if not isinstance(split, dict) or not isinstance(split.get("columns"), list) \
+            or not isinstance(split.get("data"), list):
+        raise RunError(f"{report}: the embedded records are not a {{columns, data}} table")
+    cols = [str(c) for c in split["columns"]]
+    out = []
+    for i, row in enumerate(split["data"]):
+        if not isinstance(row, list) or len(row) != len(cols):
+            raise RunError(f"{report}: embedded record {i} does not match the columns")
+        rec = {c: v for c, v in zip(cols, row) if v is not None}
+        out.append(check_record(rec, f"{report}, embedded record {i}"))
+    return out
+
+
+def _dedupe_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records from ``records.jsonl`` and the part files, each measurement once."""
+    seen: set[Any] = set()
+    out = []
+    for rec in rows:
+        key = ((str(rec.get("nodeid")), rec["seq"]) if rec.get("seq") is not None
+               else tuple(rec.get(k) for k in RECORD_KEY))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(rec)
+    return out
 
 
 def load_run(path: str | Path) -> Run:
-    """Read a run folder (or a run's ``report.html``).
+    """Read a run folder (or a run's ``report.html``), recovering what a crash left.
 
-    Records come from ``records.jsonl`` (else ``records.csv``, else the report's JSON), claims
-    from ``claims.json`` (else the report's JSON), meta from ``meta.json`` (else the report's).
+    Records come from ``records.jsonl`` plus the xdist workers' part files
+    (``records.<worker>.jsonl``, left behind when the controller died), else from
+    ``records.csv``, else from the report's JSON; claims from ``claims.json`` (claims it
+    lacks from the part files; a claim no file describes gets a placeholder, its records are
+    shown but not judged), meta from ``meta.json`` (else the report's). Every file is
+    validated: JSON types per record and field (:func:`check_record`), then
+    :func:`ntkcheck.claim.record_schema`; ``claims.json`` and ``meta.json`` must be objects
+    with typed fields. A run that did not finish, or was put together from what a crash
+    left, lists why in ``meta["incomplete"]``.
 
     Raises:
-        RunError: The path holds no run, or its files cannot be read.
+        RunError: The path holds no run, or a file is not what it should be (the message
+            names the file, the line or claim, and the field).
 
     """
     path = Path(path)
@@ -279,6 +686,7 @@ def load_run(path: str | Path) -> Run:
     folder = path if path.is_dir() else None
     report = folder / "report.html" if folder is not None else path
     embedded: dict[str, Any] | None = None
+    incomplete: list[str] = []
 
     def from_report(name: str) -> Any:
         nonlocal embedded
@@ -287,32 +695,88 @@ def load_run(path: str | Path) -> Run:
         return embedded.get(name)
 
     try:
+        part_claims: dict[str, dict[str, Any]] = {}
         if folder is not None and (folder / "records.jsonl").is_file():
-            records = _read_jsonl(folder / "records.jsonl")
+            rows, truncated = _read_jsonl(folder / "records.jsonl")
+            if truncated:
+                incomplete.append("records.jsonl ends in a cut-off line (the run was killed "
+                                  "while writing it); the measurement on it is lost")
+            csv_path = folder / "records.csv"
+            if not rows and csv_path.is_file() and _read_csv(csv_path):
+                raise RunError(f"{folder / 'records.jsonl'} holds no records but "
+                               f"{csv_path} does: records.jsonl is damaged; move it aside to "
+                               "read the run from records.csv")
         elif folder is not None and (folder / "records.csv").is_file():
-            records = pd.read_csv(folder / "records.csv")
+            rows = _read_csv(folder / "records.csv")
+        elif folder is None or report.is_file():
+            rows = _embedded_records(from_report("records") or {"columns": [], "data": []},
+                                     report)
         else:
-            split = from_report("records") or {"columns": [], "data": []}
-            records = pd.DataFrame(split["data"], columns=split["columns"])
+            rows = []
+        if folder is not None:
+            part_rows, part_claims, n_parts = _read_parts(folder)
+            if part_rows:
+                before = len(rows)
+                rows = _dedupe_rows(rows + part_rows)
+                if len(rows) > before:
+                    incomplete.append(f"{len(rows) - before} record(s) recovered from "
+                                      f"{n_parts} worker part file(s) (the controller did "
+                                      "not merge them: it was killed or interrupted)")
         if folder is not None and (folder / "claims.json").is_file():
-            claims = json.loads((folder / "claims.json").read_text(encoding="utf-8"))
+            claims = _check_claims(_read_json(folder / "claims.json"),
+                                   str(folder / "claims.json"))
         else:
             from ntkcheck.runs.outcomes import summarize_claim
 
+            verdicts = from_report("verdicts") if folder is None or report.is_file() else None
+            raw = (verdicts or {}).get("claims") if isinstance(verdicts or {}, dict) else None
+            claims = _check_claims(raw or {}, f"{report} (embedded claims)")
             claims = {k: summarize_claim(dict(v)) if v.get("tests") else v
-                      for k, v in ((from_report("verdicts") or {}).get("claims") or {}).items()}
+                      for k, v in claims.items()}
+            if folder is not None and not report.is_file():
+                incomplete.append("no claims.json: the run did not finish")
         if folder is not None and (folder / "meta.json").is_file():
-            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            meta = dict(_check_meta(_read_json(folder / "meta.json"),
+                                    str(folder / "meta.json")))
         else:
-            meta = from_report("meta") or {}
-    except (OSError, ValueError, KeyError) as exc:
+            meta = dict(_check_meta(from_report("meta") or {}, f"{report} (embedded meta)")
+                        if folder is None or report.is_file() else {})
+            if folder is not None and not report.is_file():
+                incomplete.append("no meta.json: the run did not finish (killed or crashed)")
+    except OSError as exc:
         raise RunError(f"cannot read run {path}: {exc}") from None
+    claims = {str(k): dict(v) for k, v in claims.items()}
+    from ntkcheck.runs.outcomes import summarize_claim
+
+    for cid, entry in part_claims.items():
+        if cid not in claims:
+            entry["tests"] = list(entry["tests"].values())
+            claims[cid] = summarize_claim(entry)
+    rid = str(meta.get("run_id") or (folder or path.parent).name)
+    for rec in rows:
+        if not rec.get("run_id"):
+            rec["run_id"] = rid
+    unknown = sorted({str(r["claim_id"]) for r in rows} - set(claims))
+    for cid in unknown:
+        nodeids = sorted({str(r.get("nodeid") or "") for r in rows if r["claim_id"] == cid})
+        claims[cid] = summarize_claim({
+            "id": cid, "statement": NO_METADATA, "source": "", "metric": "", "units": "",
+            "tolerance": math.nan, "rate": None, "direction": "below",
+            "tests": [{"nodeid": n, "setting": "theory", "outcome": "interrupted",
+                       "longrepr": _RECOVERED} for n in nodeids]})
+    if unknown:
+        incomplete.append(f"no claim metadata for {', '.join(unknown)}: their records are "
+                          "shown but not judged")
+    if meta.get("finished", "") is None:
+        incomplete.append("meta.json says the run never finished (killed or crashed)")
+    records = _validate_records(records_frame(rows), None, str(folder or path))
     if records.empty:
         records = pd.DataFrame(columns=list(RECORD_COLUMNS))
-    if not meta.get("run_id"):
-        meta["run_id"] = (folder or path.parent).name
-    return Run(records=records, claims={str(k): dict(v) for k, v in claims.items()},
-               meta=meta, path=path)
+    meta["run_id"] = rid
+    if incomplete:
+        meta["incomplete"] = list(dict.fromkeys(list(meta.get("incomplete") or [])
+                                                + incomplete))
+    return Run(records=records, claims=claims, meta=meta, path=path)
 
 
 def _run_folders(reports: Path) -> list[Path]:
@@ -325,7 +789,7 @@ def _run_folders(reports: Path) -> list[Path]:
 
 #: Columns of :func:`list_runs`.
 LIST_COLUMNS = ["run_id", "date", "profile", "device", "commit", "records", "tests", "passed",
-                "failed", "practical_failed", "latest"]
+                "failed", "practical_failed", "complete", "latest"]
 
 
 def _latest_id(reports: Path) -> str | None:
@@ -335,6 +799,10 @@ def _latest_id(reports: Path) -> str | None:
     return _follow_pointer(latest).resolve().name
 
 
+class RunSkippedWarning(UserWarning):
+    """``list_runs`` left out a run folder whose files cannot be read (the message says why)."""
+
+
 def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
     """The stored runs under ``reports``, oldest first.
 
@@ -342,20 +810,23 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
         A DataFrame with :data:`LIST_COLUMNS`: start date, profile, device (with the GPU's
         name when CUDA was used), short git commit, number of records, number of tests,
         claims passed and failed in their theory setting (failed counts errors too), claims
-        whose practical setting fails (or errors), and whether ``latest`` points at the run.
-        A run whose files cannot be read is listed with what could be read.
+        whose practical setting fails (or errors), ``complete`` (``"yes"``, or what is
+        missing: a run that crashed or was interrupted; see ``meta["incomplete"]``) and
+        whether ``latest`` points at the run. A run whose files cannot be read is left out
+        with a :class:`RunSkippedWarning` naming the file and the problem.
 
     """
+    import warnings
+
     reports = Path(reports)
     latest = _latest_id(reports)
     rows = []
     for folder in _run_folders(reports):
         try:
             run = load_run(folder)
-        except RunError:
-            rows.append({"run_id": folder.name, "date": "", "profile": "", "device": "",
-                         "commit": "", "records": 0, "tests": 0, "passed": 0, "failed": 0,
-                         "practical_failed": 0, "latest": folder.name == latest})
+        except RunError as exc:
+            warnings.warn(f"skipped run {folder.name}: {exc}", RunSkippedWarning,
+                          stacklevel=2)
             continue
         from ntkcheck.runs.outcomes import claim_tests, summarize_claim
 
@@ -381,10 +852,20 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
             "passed": outcomes.count("passed"),
             "failed": outcomes.count("failed") + outcomes.count("error"),
             "practical_failed": practical.count("failed") + practical.count("error"),
+            "complete": _completeness(run),
             "latest": folder.name == latest,
         })
     table = pd.DataFrame(rows, columns=LIST_COLUMNS)
     return table.sort_values(["date", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _completeness(run: Run) -> str:
+    """``"yes"``, ``"interrupted"``, or ``"no: <first reason>"`` for :func:`list_runs`."""
+    reasons = list(run.meta.get("incomplete") or [])
+    if reasons:
+        first = reasons[0].split(":")[0].split(" (")[0]
+        return f"no: {first}" + (f" (+{len(reasons) - 1})" if len(reasons) > 1 else "")
+    return "interrupted" if run.meta.get("interrupted") else "yes"
 
 
 # ----------------------------------------------------------------------------- merge

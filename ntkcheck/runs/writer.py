@@ -30,6 +30,12 @@ from ntkcheck.plugin.options import (
 from ntkcheck.plugin.runtime import (
     read_part_files,
 )
+from ntkcheck.runs.files import (
+    ENVIRONMENT_EXIT,
+    atomic_write_csv,
+    atomic_write_text,
+    describe_os_error,
+)
 from ntkcheck.status import NOT_MEASURED
 
 if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pytest startup
@@ -101,6 +107,24 @@ class RunWriter:
         self._written: set[tuple[str, int]] = set()  # (nodeid, seq) of records written
         self._started: set[str] = set()  # claim tests that began (a report or a record)
         self._finished: set[str] = set()  # ... and those that ended (teardown or crash)
+        self.env_error: str | None = None  # the run's files could not be written (disk full)
+        self._session: pytest.Session | None = None
+        self._latest_note: str | None = None
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Hook: keep the session (to stop it when the run's files cannot be written)."""
+        self._session = session
+
+    def _fail_environment(self, exc: OSError, what: Any = None) -> None:
+        """The run's files cannot be written: stop the run, exit with ENVIRONMENT_EXIT."""
+        if self.env_error is None:
+            self.env_error = describe_os_error(exc, exc.filename or what or self.dir)
+        reason = f"ntkcheck: {self.env_error}"
+        if self._session is not None:
+            self._session.shouldstop = reason
+        dsession = self.config.pluginmanager.getplugin("dsession")  # pytest-xdist
+        if dsession is not None:
+            dsession.shouldstop = reason
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -116,21 +140,45 @@ class RunWriter:
             "outcome": "passed", "duration_s": 0.0, "longrepr": None, "shrunk_spec": None,
             "shrunk_kind": None})
 
-    def claims_out(self) -> dict[str, dict[str, Any]]:
-        """The claims as ``claims.json`` holds them (:mod:`ntkcheck.runs.outcomes`)."""
+    def claims_out(self, running: bool = False) -> dict[str, dict[str, Any]]:
+        """The claims as ``claims.json`` holds them (:mod:`ntkcheck.runs.outcomes`).
+
+        With ``running``, for the provisional file of a run in progress: tests that have
+        not finished read ``interrupted`` (what they are if the run dies now).
+        """
+        import copy
+
         from ntkcheck.runs.outcomes import summarize_claim
 
-        return {cid: summarize_claim({**c, "tests": list(c["tests"].values())})
-                for cid, c in self.claims.items()}
+        out = {}
+        for cid, c in self.claims.items():
+            tests = [dict(t) for t in c["tests"].values()]
+            if running:
+                for t in tests:
+                    if t["nodeid"] not in self._finished:
+                        t["outcome"] = "interrupted"
+                        t["longrepr"] = ("the run stopped while this claim test was running "
+                                         "(recovered from the files on disk)")
+            out[cid] = summarize_claim(copy.deepcopy({**c, "tests": tests}))
+        return out
 
     def _write_record(self, rec: dict[str, Any]) -> None:
         """Append one record to ``records.jsonl`` unless it was written already."""
         key = (str(rec.get("nodeid")), rec["seq"]) if "seq" in rec else None
         if key is not None and key in self._written:
             return
-        fh = self._open()
-        fh.write(json.dumps({**rec, "run_id": self.run_id}) + "\n")
-        fh.flush()
+        if self.env_error is not None:
+            return
+        pos = None
+        try:
+            fh = self._open()
+            pos = fh.tell()
+            fh.write(json.dumps({**rec, "run_id": self.run_id}) + "\n")
+            fh.flush()
+        except OSError as exc:
+            self._truncate(pos)
+            self._fail_environment(exc, self.dir / "records.jsonl")
+            return
         self.n_records += 1
         if key is not None:
             self._written.add(key)
@@ -174,11 +222,40 @@ class RunWriter:
                                      if interrupted else "the claim test did not finish (its "
                                      "worker died); its finished measurements are kept")
 
+    def _truncate(self, pos: int | None) -> None:
+        """Cut a half-written line off ``records.jsonl`` (a full disk): the file stays valid."""
+        import contextlib
+
+        if self._fh is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._fh.close()  # may flush part of the line again ...
+        if pos is not None:
+            with contextlib.suppress(OSError):
+                os.truncate(self.dir / "records.jsonl", pos)  # ... which this cuts off
+
     def _open(self) -> Any:
         if self._fh is None:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.dir / "records.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            # A provisional meta.json: a run killed before it finishes still says what it
+            # was (profile, widths, seeds, shard) and that it did not finish.
+            self._write_progress(meta=True)
         return self._fh
+
+    def _write_progress(self, meta: bool = False) -> None:
+        """Rewrite the provisional ``claims.json`` (and ``meta.json``) of a running run."""
+        if self.env_error is not None or self._fh is None:
+            return
+        try:
+            if meta:
+                started = self._meta(None, False, None)
+                atomic_write_text(self.dir / "meta.json",
+                                  json.dumps(started, indent=2, default=str))
+            claims = self.claims_out(running=True)
+            atomic_write_text(self.dir / "claims.json", json.dumps(claims, indent=2,
+                                                                   default=str))
+        except OSError as exc:
+            self._fail_environment(exc)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Hook: a test report reached the controller."""
@@ -233,23 +310,42 @@ class RunWriter:
             entry["longrepr"] = str(report.longrepr)[:4000]
         if outcome:
             self._open()
+        if report.when == "teardown" or crashed:
+            self._write_progress()
 
     def finish(self, session: pytest.Session, interrupted: bool) -> None:
-        """Validate the records, compute verdicts, write tables, meta.json and the report."""
+        """Validate the records, compute verdicts, write tables, meta.json and the report.
+
+        An operating-system failure while writing (disk full, the report folder deleted)
+        ends the run with :data:`ntkcheck.runs.files.ENVIRONMENT_EXIT` and a one-line
+        message; ``records.jsonl`` keeps every record written before it.
+        """
+        try:
+            self._finish(session, interrupted)
+        except OSError as exc:
+            self._fail_environment(exc)
+        if self.env_error is not None:
+            session.exitstatus = ENVIRONMENT_EXIT
+            self.summary = [f"ENVIRONMENT ERROR  {self.env_error}",
+                            f"{self.n_records} records kept in {self.dir / 'records.jsonl'} "
+                            f"(`ntkcheck report {self.dir} -o report.html` renders them)"]
+
+    def _finish(self, session: pytest.Session, interrupted: bool) -> None:
+        if self.env_error is not None:
+            return
         self._merge_parts(interrupted)
         if self._fh is None and not self.claims:
             return
         self._settle(interrupted)
         self._open().close()
-        import pandas as pd
-
         from ntkcheck.claim import Claim
         from ntkcheck.report import render_report
+        from ntkcheck.runs.store import mark_unfinished, records_frame
         from ntkcheck.verdict import compute_verdicts
 
         path = self.dir / "records.jsonl"
         lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        records = pd.DataFrame([json.loads(ln) for ln in lines])
+        records = records_frame([json.loads(ln) for ln in lines])
         claims = self.claims_out()
         known = {cid: Claim.from_dict(c) for cid, c in claims.items()
                  if math.isfinite(c["tolerance"])}
@@ -262,34 +358,53 @@ class RunWriter:
             except Exception as exc:  # pandera's SchemaError(s): keep the data, say why
                 schema_error = str(exc)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        per_width, per_arch = compute_verdicts(records, known)
-        records.to_csv(self.dir / "records.csv", index=False)
-        per_width.to_csv(self.dir / "width_verdicts.csv", index=False)
-        per_arch.to_csv(self.dir / "verdicts.csv", index=False)
         finished = datetime.now(timezone.utc)
         meta = self._meta(finished, interrupted, schema_error)
         meta.update(_runtime_meta(self.config, records))
-        (self.dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str),
-                                            encoding="utf-8")
-        (self.dir / "claims.json").write_text(json.dumps(claims, indent=2, default=str),
-                                              encoding="utf-8")  # for `ntkcheck report/compare`
+        per_width, per_arch = compute_verdicts(records, known)
+        per_arch = mark_unfinished(per_arch, records, claims, meta)
+        atomic_write_csv(records, self.dir / "records.csv")
+        atomic_write_csv(per_width, self.dir / "width_verdicts.csv")
+        atomic_write_csv(per_arch, self.dir / "verdicts.csv")
+        atomic_write_text(self.dir / "claims.json", json.dumps(claims, indent=2, default=str))
         report = render_report(records, per_width, per_arch, claims, meta,
                                self.dir / "report.html")
+        # meta.json last: its "finished" time says every other file is complete
+        atomic_write_text(self.dir / "meta.json", json.dumps(meta, indent=2, default=str))
         self._link_latest()
         self.summary = self._summary_lines(per_arch, records, claims, report, schema_error)
         self.summary[-2:-2] = _not_measured_lines(records, interrupted)
+        if self._latest_note:
+            self.summary.insert(-1, self._latest_note)
 
     def _link_latest(self) -> None:
+        """Point ``<report dir>/latest`` at this run, unless ``latest`` is not ntkcheck's.
+
+        ntkcheck's own ``latest`` is a symbolic link, or (where links are unavailable) a
+        folder holding only a ``RUN`` pointer file; anything else of that name (a user's file
+        or folder) is left alone and the summary says so.
+        """
         latest = self.root / "latest"
+        ours = latest.is_symlink() or not os.path.lexists(latest) or (
+            latest.is_dir() and {p.name for p in latest.iterdir()} <= {"RUN"})
+        if not ours:
+            self._latest_note = (f"note: {latest} is not ntkcheck's link (a file or folder "
+                                 "of yours): left alone; this run is "
+                                 f"{self.dir}")
+            return
         tmp = self.root / f".latest-{self.run_id}"
         try:
+            if latest.is_dir() and not latest.is_symlink():
+                raise OSError("pointer folder")  # keep the pointer-file form
             os.symlink(self.run_id, tmp, target_is_directory=True)
             os.replace(tmp, latest)
         except OSError:  # no symlinks (some Windows setups): write a pointer file instead
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
             latest.mkdir(exist_ok=True)
-            (latest / "RUN").write_text(self.run_id + "\n", encoding="utf-8")
+            atomic_write_text(latest / "RUN", self.run_id + "\n")
 
-    def _meta(self, finished: datetime, interrupted: bool, schema_error: str | None
+    def _meta(self, finished: datetime | None, interrupted: bool, schema_error: str | None
               ) -> dict[str, Any]:
         import numpy
         import torch
@@ -312,8 +427,10 @@ class RunWriter:
             "cuda_devices": [torch.cuda.get_device_name(i)
                              for i in range(torch.cuda.device_count())],
             "started": self.started.isoformat(timespec="seconds"),
-            "finished": finished.isoformat(timespec="seconds"),
-            "duration_s": round((finished - self.started).total_seconds(), 2),
+            # None while the run is in progress (the provisional meta.json of a crashed run)
+            "finished": finished.isoformat(timespec="seconds") if finished else None,
+            "duration_s": (round((finished - self.started).total_seconds(), 2) if finished
+                           else None),
             "interrupted": interrupted, "schema_error": schema_error,
             "n_records": self.n_records, "workers": workers,
             "git_commit": commit or None, "hostname": socket.gethostname(),
