@@ -12,7 +12,10 @@ Usage::
 A RUN is a run folder, a run's ``report.html``, a run id under the reports folder
 (``--reports DIR``, default ``./reports``) or ``latest``; a folder of run folders (e.g. one
 Slurm job's shards) stands for all the runs in it, merged. Exit status: 0 success; 1 when
-``compare`` finds a regression; 2 for a usage error or a run that cannot be read.
+``compare`` finds a regression; 2 for a usage error or a run that cannot be read (a damaged
+file: the message names the file and the field); 6
+(:data:`ntkcheck.runs.files.ENVIRONMENT_EXIT`) when a file cannot be written (disk full, the
+folder gone).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def _warn_merge(run, runs) -> None:
         print(f"merged {len(runs)} runs: {len(run.records)} records"
               + (f" ({meta['duplicates_dropped']} duplicates dropped)"
                  if meta.get("duplicates_dropped") else ""))
+    for why in meta.get("incomplete") or []:
+        print(f"warning: incomplete run: {why}", file=sys.stderr)
     if meta.get("shards_missing"):
         print(f"warning: shard(s) {', '.join(meta['shards_missing'])} missing from the merge",
               file=sys.stderr)
@@ -146,9 +151,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from ntkcheck.runs.store import list_runs
+    import warnings
 
-    table = list_runs(args.reports)
+    from ntkcheck.runs.store import RunSkippedWarning, list_runs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RunSkippedWarning)
+        table = list_runs(args.reports)
+    for w in caught:
+        if issubclass(w.category, RunSkippedWarning):
+            print(f"ntkcheck list: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if table.empty:
         print(f"no runs under {args.reports}/ (run `pytest claims/ -n auto` first)")
         return 0
@@ -250,6 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
         return 0
+    except OSError as exc:  # disk full, folder gone: not the run's fault, not a usage error
+        from ntkcheck.runs.files import ENVIRONMENT_EXIT, describe_os_error
+
+        print(f"ntkcheck {args.command}: {describe_os_error(exc, exc.filename or '')}",
+              file=sys.stderr)
+        return ENVIRONMENT_EXIT
 
 
 if __name__ == "__main__":

@@ -292,3 +292,195 @@ def test_runs_of_different_data_sizes_are_not_merged():
         merge_runs([quick, smoke])
     same = make_run("q2", profile="quick", n_inputs=48)
     assert len(merge_runs([quick, same]).records) == len(quick.records)
+
+
+# ----------------------------------------------------------------------------- issue 17: what a
+# crash leaves, damaged files, exact integers, no overwrites
+
+
+def _jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_run_with_records_but_no_meta_or_claims_loads_as_incomplete(tmp_path):
+    """-n 0 killed: records.jsonl only. Its records are shown, not judged, and it says why."""
+    folder = tmp_path / "reports" / "20250101-000000-aaaaaa"
+    folder.mkdir(parents=True)
+    _jsonl(folder / "records.jsonl", records().to_dict("records")[:5])
+    run = load_run(folder)
+    assert len(run.records) == 5
+    assert any("no meta.json" in why for why in run.meta["incomplete"])
+    assert any("no claim metadata for c1" in why for why in run.meta["incomplete"])
+    assert claim_status(run, "c1") != "holds"
+    table = list_runs(tmp_path / "reports")
+    assert list(table["records"]) == [5] and table["complete"][0].startswith("no: ")
+    html = tmp_path / "r.html"
+    from ntkcheck.cli import main
+
+    assert main(["report", str(folder), "-o", str(html)]) == 0
+    assert 'id="incomplete"' in html.read_text()
+
+
+def test_part_files_of_a_killed_controller_are_read(tmp_path):
+    """-n 2, controller killed: only the workers' part files (records and claim metadata)."""
+    folder = tmp_path / "reports" / "20250101-000000-aaaaaa"
+    folder.mkdir(parents=True)
+    c = {k: v for k, v in claim().items() if k in ("id", "statement", "source", "metric",
+                                                     "tolerance", "rate", "units", "direction")}
+    rows = records(depths=(1, 2)).to_dict("records")
+    parts = [{"nodeid": r["nodeid"], "claim": c, "record": {**r, "run_id": "", "seq": i}}
+             for i, r in enumerate(rows)]
+    _jsonl(folder / "records.gw0.111.jsonl", parts[:9])
+    # the depth-2 architecture's worker died after 1 of its 8 units: widths 64.. missing
+    (folder / "records.gw1.222.jsonl").write_text(
+        "".join(json.dumps(p) + "\n" for p in parts[9:10]) + '{"nodeid": "cut off')
+    run = load_run(resolve_run(folder.name, tmp_path / "reports"))
+    assert len(run.records) == 10 and set(run.records["run_id"]) == {folder.name}
+    assert run.claims["c1"]["tolerance"] == 0.1
+    assert any("recovered from 2 worker part file(s)" in why for why in run.meta["incomplete"])
+    _, av = run.verdicts()
+    verdict = av.set_index("arch_id")
+    assert bool(verdict.loc["mlp-d1-relu", "holds_at_widest"])  # all 8 units: judged
+    assert not bool(verdict.loc["mlp-d2-relu", "holds_at_widest"])  # 2 of 8: not HOLDS
+    assert verdict.loc["mlp-d2-relu", "message"].startswith("incomplete:")
+    assert list(list_runs(tmp_path / "reports")["records"]) == [10]
+
+
+def _damage(folder, what: str) -> str:
+    """Damage a saved run's files one way; return the text the error must contain."""
+    recs = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    claims = json.loads((folder / "claims.json").read_text())
+    if what == "meta-list":
+        (folder / "meta.json").write_text("[1, 2]")
+        return "meta.json: expected a JSON object"
+    if what == "claims-list":
+        (folder / "claims.json").write_text("[]")
+        return "claims.json: expected a JSON object of claims"
+    if what == "claims-strings":
+        (folder / "claims.json").write_text(json.dumps({"c1": "holds"}))
+        return "claims.json, claim 'c1': expected a JSON object"
+    if what == "tolerance-string":
+        claims["c1"]["tolerance"] = "0.1"
+        (folder / "claims.json").write_text(json.dumps(claims))
+        return "claims.json, claim 'c1': field 'tolerance' is '0.1' (a string)"
+    if what == "record-list":
+        _jsonl(folder / "records.jsonl", recs[:3] + [[1, 2, 3]] + recs[3:])
+        return "records.jsonl, line 4: a record must be a JSON object"
+    if what == "width-bool":
+        recs[0]["width"] = True
+        _jsonl(folder / "records.jsonl", recs)
+        return "records.jsonl, line 1: field 'width' is true (a boolean); expected an integer"
+    if what == "value-string":
+        recs[2]["value"] = "0.5"
+        _jsonl(folder / "records.jsonl", recs)
+        return "records.jsonl, line 3: field 'value' is '0.5' (a string)"
+    if what == "garbage-jsonl":
+        (folder / "records.jsonl").write_text("garbage\n")
+        return "records.jsonl, line 1: not a JSON record"
+    if what == "garbage-jsonl-no-newline":
+        (folder / "records.jsonl").write_text("garbage")
+        return "holds no records but"
+    raise AssertionError(what)
+
+
+DAMAGES = ["meta-list", "claims-list", "claims-strings", "tolerance-string", "record-list",
+           "width-bool", "value-string", "garbage-jsonl", "garbage-jsonl-no-newline"]
+
+
+@pytest.mark.parametrize("what", DAMAGES)
+def test_a_damaged_file_is_an_error_naming_file_and_field(tmp_path, capsys, what):
+    from ntkcheck.cli import main
+
+    reports = tmp_path / "reports"
+    good = save(make_run("20250101-000000-aaaaaa"), reports)
+    bad = save(make_run("20250102-000000-bbbbbb"), reports)
+    message = _damage(bad, what)
+    with pytest.raises(RunError) as exc:
+        load_run(bad)
+    assert message in str(exc.value) and str(bad) in str(exc.value)
+    for args in (["report", str(bad), "-o", str(tmp_path / "x.html")],
+                 ["compare", str(good), str(bad)],
+                 ["export", str(bad), "-o", str(tmp_path / "out")]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x.html").exists()
+    # `list` shows the good run and says which one it skipped, and why
+    assert main(["--reports", str(reports), "list"]) == 0
+    out, err = capsys.readouterr()
+    assert good.name in out and bad.name not in out
+    assert f"warning: skipped run {bad.name}" in err and message in err
+
+
+def test_records_csv_fallback_reads_not_measured_units(tmp_path):
+    """records.csv alone (records.jsonl gone): empty dtype and value cells read back."""
+    recs = records()
+    recs["dtype"] = recs["dtype"].astype(object)
+    recs.loc[recs["width"] == 1024, ["status", "value", "dtype"]] = ["oom", None, ""]
+    recs["reason"] = np.where(recs["width"] == 1024, "out of memory", "")
+    folder = save(make_run("20250101-000000-aaaaaa", recs=recs), tmp_path)
+    before = load_run(folder)
+    (folder / "records.jsonl").unlink()
+    after = load_run(folder)
+    assert len(after.records) == 8
+    assert list(after.records["status"]) == list(before.records["status"])
+    assert list(after.records["dtype"].fillna("")) == list(before.records["dtype"].fillna(""))
+    pd.testing.assert_frame_equal(after.verdicts()[1], before.verdicts()[1])
+    from ntkcheck.cli import main
+
+    assert main(["report", str(folder), "-o", str(tmp_path / "r.html")]) == 0
+    merged = merge_runs([after])
+    assert list(merged.records["status"]) == list(before.records["status"])
+
+
+BIG_SEED = 7016365696060829374  # above 2**53: float64 would make it ...9696
+
+
+def test_seeds_stay_exact_in_every_file_and_in_merges(tmp_path):
+    from ntkcheck.runs.store import read_embedded
+
+    recs = records()
+    recs["init_seed"] = pd.array([BIG_SEED + i for i in range(len(recs) - 1)] + [None],
+                                 dtype="Int64")  # the last unit was not seeded
+    folder = save(make_run("20250101-000000-aaaaaa", recs=recs), tmp_path)
+    expected = [BIG_SEED + i for i in range(len(recs) - 1)]
+    csv_text = (folder / "records.csv").read_text()
+    assert str(BIG_SEED) in csv_text and f"{BIG_SEED}.0" not in csv_text
+    embedded = read_embedded(folder / "report.html")["records"]
+    col = embedded["columns"].index("init_seed")
+    assert [row[col] for row in embedded["data"]][:-1] == expected
+    for source in (folder, folder / "report.html"):
+        assert list(load_run(source).records["init_seed"])[:-1] == expected
+    (folder / "records.jsonl").unlink()  # the CSV fallback
+    assert list(load_run(folder).records["init_seed"])[:-1] == expected
+    other = make_run("r2", recs=records(depths=(2,)))  # no init_seed column at all
+    merged = merge_runs([load_run(folder), other])
+    saved = load_run(write_run_to(merged, tmp_path / "merged"))
+    assert [int(s) for s in saved.records["init_seed"].dropna()] == expected
+
+
+def write_run_to(run, folder):
+    from ntkcheck.runs.store import write_run
+
+    return write_run(run, folder)
+
+
+def test_save_never_overwrites_another_run_or_other_files(tmp_path, capsys):
+    from ntkcheck.cli import main
+
+    reports = tmp_path / "reports"
+    a = save(make_run("20250101-000000-aaaaaa"), reports)
+    b = save(make_run("20250102-000000-bbbbbb", recs=records(scale=4.0)), reports)
+    before = {p.name: p.read_bytes() for p in b.iterdir()}
+    assert main(["report", str(a), "--save", str(b)]) == 2
+    assert "holds another run (20250102-000000-bbbbbb)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("mine")
+    assert main(["report", str(a), "--save", str(mine)]) == 2
+    assert (mine / "todo.txt").read_text() == "mine" and len(list(mine.iterdir())) == 1
+    # a new folder, then the same run saved again into it: fine
+    assert main(["report", str(a), "--save", str(tmp_path / "copy")]) == 0
+    assert main(["report", str(a), "--save", str(tmp_path / "copy")]) == 0
+    assert len(load_run(tmp_path / "copy").records) == 8

@@ -95,27 +95,27 @@ def _resolve_settings(config: pytest.Config) -> Settings:
 def check_report_dir(path: Path) -> None:
     """Raise ValueError, saying why, if the run folders cannot be written under ``path``.
 
-    Nothing is left behind: folders the check has to create to find out are removed again
-    (a project that installs ntkcheck but runs no claims gets no ``reports/``).
+    Nothing is created at ``path`` (a project that installs ntkcheck but runs no claims gets
+    no ``reports/``) and nothing there is removed, so any number of runs may start at once
+    into a folder that does not exist yet (a Slurm job array): the check makes and removes
+    a uniquely named probe folder in the nearest folder that exists. The run folder itself
+    is made when the first record arrives (``mkdir(parents=True, exist_ok=True)``).
     """
-    existing, missing = path, []
+    import tempfile
+
+    existing = path
     while not existing.exists() and existing != existing.parent:
-        missing.append(existing)
         existing = existing.parent
     hint = "; pass a writable folder with --ntk-report DIR (or the ntk_report ini key)"
     if not existing.is_dir():
         raise ValueError(f"--ntk-report: {str(existing)!r} is a file, not a folder{hint}")
-    if not missing:
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ValueError(f"--ntk-report: the folder {str(path)!r} is not writable{hint}")
-        return
     try:
-        path.mkdir(parents=True)
+        probe = tempfile.mkdtemp(prefix=".ntkcheck-probe-", dir=existing)
     except OSError as exc:
-        raise ValueError(f"--ntk-report: cannot create the folder {str(path)!r} "
-                         f"({exc.strerror or exc}){hint}") from None
-    for folder in missing:  # deepest first
-        folder.rmdir()
+        what = (f"the folder {str(path)!r} is not writable" if existing == path
+                else f"cannot create the folder {str(path)!r}")
+        raise ValueError(f"--ntk-report: {what} ({exc.strerror or exc}){hint}") from None
+    os.rmdir(probe)
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -124,6 +124,7 @@ def build_html(
         "interrupted": bool(meta.get("interrupted")),
         "merged_from": list(meta.get("merged_from") or []),
         "shards_missing": [str(x) for x in meta.get("shards_missing") or []],
+        "incomplete": [str(x) for x in meta.get("incomplete") or []],
         "schema_error": ""
         if fmt.is_missing(meta.get("schema_error"))
         else str(meta["schema_error"]),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -608,8 +609,12 @@ def _csv_cell(text: str, column: str, where: str) -> Any:
         return {"True": True, "False": False}.get(text, text)
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    """Records of a ``records.csv``, each cell parsed exactly (integers stay integers)."""
+def _read_csv(path: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Records of a ``records.csv``, each cell parsed exactly (integers stay integers).
+
+    Older ntkcheck versions wrote ``init_seed`` through float64 (``5.75e+18``): such seeds no
+    longer name their unit, so they are dropped, and ``notes`` says so.
+    """
     import csv
 
     with open(path, encoding="utf-8", newline="") as fh:
@@ -617,6 +622,17 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     if not rows:
         return []
     header, out = rows[0], []
+    if "init_seed" in header:
+        i = header.index("init_seed")
+        cells = [r[i] for r in rows[1:] if len(r) == len(header)]
+        if any(c and not _INT_TEXT.fullmatch(c) for c in cells) and all(
+                not c or re.fullmatch(r"[0-9.eE+-]+", c) for c in cells):
+            for r in rows[1:]:
+                if len(r) == len(header):
+                    r[i] = ""
+            if notes is not None:
+                notes.append(f"{path.name} holds init_seed rounded through float64 (an older "
+                             "ntkcheck wrote it): those seeds were dropped")
     for n, row in enumerate(rows[1:], 2):
         if not row:
             continue
@@ -707,7 +723,7 @@ def load_run(path: str | Path) -> Run:
                                f"{csv_path} does: records.jsonl is damaged; move it aside to "
                                "read the run from records.csv")
         elif folder is not None and (folder / "records.csv").is_file():
-            rows = _read_csv(folder / "records.csv")
+            rows = _read_csv(folder / "records.csv", incomplete)
         elif folder is None or report.is_file():
             rows = _embedded_records(from_report("records") or {"columns": [], "data": []},
                                      report)
@@ -964,6 +980,11 @@ def _merge_meta(runs: Sequence[Run], n_records: int, duplicates: int) -> dict[st
     if widths:
         out["widths"] = widths
     out["interrupted"] = any(bool(m.get("interrupted")) for m in metas)
+    incomplete = [f"{r.run_id}: {why}" for r in runs for why in r.meta.get("incomplete") or []]
+    if incomplete:
+        out["incomplete"] = incomplete
+    else:
+        out.pop("incomplete", None)
     errors = [str(m["schema_error"]) for m in metas if m.get("schema_error")]
     out["schema_error"] = "\n".join(errors) or None
     out["n_records"] = n_records
@@ -1094,31 +1115,67 @@ def _rejudge_tests(run: Run) -> None:
 # ----------------------------------------------------------------------------- write
 
 
+def _check_save_target(run: Run, out: Path) -> None:
+    """Refuse to write a run over anything that is not an earlier copy of the same run."""
+    if not os.path.lexists(out):
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise RunError(f"cannot save the run to {out}: it exists and is not a folder; choose "
+                       "a new folder")
+    entries = [p.name for p in out.iterdir()]
+    if not entries:
+        return
+    meta = out / "meta.json"
+    held = None
+    if meta.is_file():
+        try:
+            held = json.loads(meta.read_text(encoding="utf-8")).get("run_id")
+        except (ValueError, AttributeError, OSError):
+            held = None
+    if held is not None and str(held) == run.run_id and set(entries) <= set(_SAVED_FILES):
+        return  # an earlier save of this very run: rewriting it changes nothing else
+    what = (f"another run ({held})" if held else
+            f"{len(entries)} file(s) that are not this run's ({', '.join(sorted(entries)[:3])})")
+    raise RunError(f"cannot save the run to {out}: the folder holds {what}; choose a new "
+                   "folder (nothing was written)")
+
+
+#: The files :func:`write_run` writes.
+_SAVED_FILES = ("records.jsonl", "records.csv", "width_verdicts.csv", "verdicts.csv",
+                "claims.json", "meta.json", "report.html")
+
+
 def write_run(run: Run, folder: str | Path) -> Path:
     """Write a run as a run folder (the files the plugin writes, without ``latest``).
 
     Writes ``records.jsonl``, ``records.csv``, ``width_verdicts.csv``, ``verdicts.csv``,
-    ``claims.json``, ``meta.json`` and ``report.html``.
+    ``claims.json``, ``meta.json`` and ``report.html``, each atomically (a temporary file
+    renamed onto its name). The folder must be new, empty, or an earlier save of the same
+    run (same ``run_id``): nothing else is ever overwritten.
 
     Returns:
         The folder.
 
+    Raises:
+        RunError: The folder holds another run or other files.
+        OSError: A file could not be written (disk full, ...).
+
     """
     from ntkcheck.report import render_report
     from ntkcheck.report.embed import jsonable
+    from ntkcheck.runs.files import atomic_open, atomic_write_csv, atomic_write_text
 
     out = Path(folder)
+    _check_save_target(run, out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "records.jsonl", "w", encoding="utf-8") as fh:
+    with atomic_open(out / "records.jsonl") as fh:
         for rec in run.records.to_dict("records"):
             fh.write(json.dumps(jsonable(rec)) + "\n")
     wv, av = run.verdicts()
-    run.records.to_csv(out / "records.csv", index=False)
-    wv.to_csv(out / "width_verdicts.csv", index=False)
-    av.to_csv(out / "verdicts.csv", index=False)
-    (out / "claims.json").write_text(json.dumps(run.claims, indent=2, default=str),
-                                     encoding="utf-8")
-    (out / "meta.json").write_text(json.dumps(run.meta, indent=2, default=str),
-                                   encoding="utf-8")
+    atomic_write_csv(run.records, out / "records.csv")
+    atomic_write_csv(wv, out / "width_verdicts.csv")
+    atomic_write_csv(av, out / "verdicts.csv")
+    atomic_write_text(out / "claims.json", json.dumps(run.claims, indent=2, default=str))
     render_report(run.records, wv, av, run.claims, run.meta, out / "report.html")
+    atomic_write_text(out / "meta.json", json.dumps(run.meta, indent=2, default=str))
     return out
