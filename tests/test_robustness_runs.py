@@ -1,5 +1,6 @@
 """Issue 10, end to end: real pytest runs (in-process, subprocesses, signals, dying workers)."""
 
+import contextlib
 import csv
 import json
 import os
@@ -399,6 +400,11 @@ def test_a_dying_worker_loses_only_its_unfinished_unit(pytester, death):
     claims = json.loads((run / "claims.json").read_text())
     assert claims["stops"]["outcome"] == "error"
     assert not list(run.glob("records.*.jsonl"))  # part files merged and removed
+    # 2 of its 3 widths: the architecture is INCOMPLETE, never "holds at every width swept"
+    verdict = next(v for v in csv.DictReader((run / "verdicts.csv").open())
+                   if v["claim_id"] == "stops")
+    assert verdict["holds_at_widest"] == "False" and verdict["message"].startswith("incomplete:")
+    result.stdout.fnmatch_lines(["INCOMPLETE  stops *incomplete: its test did not finish; 2 of 3*"])
 
 
 # ----------------------------------------------------------------------------- 8. run folders
@@ -418,3 +424,189 @@ def test_concurrent_runs_get_their_own_folders(pytester):
         assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", folder.name)
         records = _records(folder)
         assert len(records) == 2 and {r["run_id"] for r in records} == {folder.name}
+
+
+# ----------------------------------------------------------------------------- issue 17: crashes,
+# concurrent starts, a full disk, Ctrl-C
+
+def _wait_ready(proc: subprocess.Popen, root: Path) -> None:
+    deadline = time.monotonic() + 180
+    while not (root / "ready").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ntkcheck.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=300)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_killed_controller_leaves_a_run_that_list_and_report_read(pytester, workers):
+    """kill -9 of the pytest controller: every finished measurement is recovered."""
+    pytester.makepyfile(test_stops=CLAIM_STOPS.format(stop="time.sleep(600)"))
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-n", workers, *SMALL,
+                             "--ntk-widths", "8,16,32", "--ntk-seeds", "1"],
+                            cwd=pytester.path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_ready(proc, pytester.path)
+        time.sleep(1)  # the part file's second line is flushed before "ready" is written
+        os.kill(proc.pid, signal.SIGKILL)  # the controller only
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its orphaned workers
+    (run,) = [p for p in (pytester.path / "reports").iterdir()
+              if p.is_dir() and not p.name.startswith(".") and p.name != "latest"]
+    listed = _cli("list", cwd=pytester.path)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if run.name in line)
+    assert " 2 " in row and "no:" in row  # 2 records, marked incomplete
+    out = _cli("report", str(run), "-o", "recovered.html", "--save", "saved",
+               cwd=pytester.path)
+    assert out.returncode == 0, out.stderr
+    assert "warning: incomplete run" in out.stderr
+    from ntkcheck.runs.store import load_run
+
+    saved = load_run(pytester.path / "saved")
+    assert sorted(saved.records["width"]) == [8, 16]
+    (verdict,) = saved.verdicts()[1].to_dict("records")
+    assert not verdict["holds_at_widest"] and verdict["message"].startswith("incomplete:")
+    assert 'id="incomplete"' in (pytester.path / "recovered.html").read_text()
+
+
+def _probe_and_start(path: str, rounds: int) -> list[str]:
+    """One process of the race: check the report folder, then make a run folder in it."""
+    from ntkcheck.plugin.options import check_report_dir
+
+    errors = []
+    for i in range(rounds):
+        try:
+            check_report_dir(Path(path) / str(i))
+            (Path(path) / str(i) / f"run-{os.getpid()}").mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return errors
+
+
+def test_concurrent_starts_into_a_new_report_folder_never_fail(tmp_path):
+    """A job array: many runs start at once into a report folder that does not exist."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(12) as pool:
+        results = pool.starmap(_probe_and_start, [(str(tmp_path / "job"), 40)] * 12)
+    assert [e for r in results for e in r] == []
+    for i in range(40):  # every process made its run folder; the check left nothing else
+        assert len(list((tmp_path / "job" / str(i)).iterdir())) == 12
+    assert not [p for p in tmp_path.rglob(".ntkcheck-probe-*")]
+
+
+def test_latest_is_never_a_users_file_or_folder(pytester):
+    pytester.makepyfile(test_fast=SYNTHETIC)
+    reports = pytester.path / "reports"
+    reports.mkdir()
+    (reports / "latest").write_text("my notes")
+    result = pytester.runpytest(*SMALL, "--ntk-widths", "8,16", "--ntk-seeds", "1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*reports/latest is not ntkcheck's link*left alone*"])
+    assert (reports / "latest").read_text() == "my notes"
+    (reports / "latest").unlink()
+    (reports / "latest").mkdir()
+    (reports / "latest" / "plot.png").write_text("mine")
+    pytester.runpytest(*SMALL, "--ntk-widths", "8,16", "--ntk-seeds", "1").assert_outcomes(
+        passed=1)
+    assert [p.name for p in (reports / "latest").iterdir()] == ["plot.png"]
+    (reports / "latest" / "plot.png").unlink()
+    (reports / "latest").rmdir()
+    pytester.runpytest(*SMALL, "--ntk-widths", "8,16", "--ntk-seeds", "1").assert_outcomes(
+        passed=1)
+    assert (reports / "latest").is_symlink()
+
+
+def test_a_full_disk_is_an_environment_error_not_a_failed_claim(pytester):
+    """Files may not grow past 6 KiB (RLIMIT_FSIZE): records.jsonl fills up mid-run."""
+    import resource
+
+    from ntkcheck.runs.files import ENVIRONMENT_EXIT
+
+    pytester.makepyfile(test_fast=SYNTHETIC)
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6 * 1024, 6 * 1024))
+
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *SMALL, "--ntk-widths",
+                           ",".join(str(8 * k) for k in range(1, 41)), "--ntk-seeds", "1"],
+                          cwd=pytester.path, env=env, preexec_fn=limit, text=True,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == ENVIRONMENT_EXIT, proc.stdout + proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if "ENVIRONMENT ERROR" in ln]
+    assert "records.jsonl: File too large" in line
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (run,) = [p for p in (pytester.path / "reports").iterdir() if p.name.startswith("20")]
+    kept = _records(run)  # every line whole: the cut-off one was removed
+    assert 0 < len(kept) < 40
+    out = _cli("report", str(run), "-o", str(pytester.path / "kept.html"), cwd=pytester.path)
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_report_folder_deleted_mid_run_is_an_environment_error(pytester):
+    from ntkcheck.runs.files import ENVIRONMENT_EXIT
+
+    pytester.makepyfile(test_gone='''
+import shutil
+from pathlib import Path
+import pytest
+from ntkcheck.arch import ArchSpec
+
+@pytest.mark.claim(id="gone", statement="s", source="t", metric="m", tolerance=1.0)
+def test_gone(ntk_sweep, ntk_measure):
+    for width, seed in ntk_sweep:
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=1 / width)
+    shutil.rmtree(Path("reports"))
+''')
+    result = pytester.runpytest_subprocess(*SMALL, "--ntk-widths", "8,16", "--ntk-seeds", "1")
+    assert result.ret == ENVIRONMENT_EXIT
+    result.stdout.fnmatch_lines(["ENVIRONMENT ERROR  cannot write the run's files: *No such "
+                                 "file or directory (the folder is gone*"])
+
+
+def test_seeds_are_exact_in_the_records_csv_of_a_run(pytester):
+    """A unit that is not measured has no seed: the column must not turn into float64."""
+    pytester.makepyfile(test_cap=CLAIM_CAPPED.format(tol=1.0))
+    pytester.runpytest(*SMALL, "--ntk-widths", "8,16,32", "--ntk-seeds", "2"
+                       ).assert_outcomes(passed=1)
+    run = _run_dir(pytester.path)
+    rows = list(csv.DictReader((run / "records.csv").open()))
+    measured = [r for r in rows if r["status"] == "measured"]
+    assert len(measured) == 4 and all(r["init_seed"] == "" for r in rows
+                                      if r["status"] != "measured")
+    for r in measured:
+        assert int(r["init_seed"]) == derive_seed(r["claim_id"], r["arch_id"], int(r["width"]),
+                                                  int(r["seed"]))
+
+
+def test_interrupting_the_controller_stops_busy_workers_at_once(pytester):
+    """SIGINT to the controller alone: a worker in a long unit is stopped, not waited for.
+
+    pytest-xdist would wait 10 s (``EXIT_TIMEOUT``) for the busy worker and then SIGKILL it;
+    the run now sends it SIGTERM at once (the worker's handler leaves a file to show it).
+    """
+    pytester.makepyfile(test_stops=CLAIM_STOPS.format(
+        stop="signal.signal(signal.SIGTERM, lambda *a: (Path('worker-stopped').touch(), "
+             "os._exit(1))); time.sleep(600)"))
+    proc = _popen(pytester.path, "-n", "2", *SMALL, "--ntk-widths", "8,16,32",
+                  "--ntk-seeds", "1")
+    _wait_ready(proc, pytester.path)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=180)[0]
+    assert time.monotonic() - started < 120, "the run hung after Ctrl-C"
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert (pytester.path / "worker-stopped").exists(), "the busy worker was not stopped"
+    run = _run_dir(pytester.path)
+    assert [(r["width"], r["value"]) for r in _records(run)] == [(8, 0.125), (16, 0.0625)]
+    assert 'id="interrupted"' in (run / "report.html").read_text()

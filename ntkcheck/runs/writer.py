@@ -5,6 +5,7 @@ See :mod:`ntkcheck.plugin.hooks` for how records reach it and what the folder ho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -89,6 +90,29 @@ def verdict_mark(holds_at_widest: bool, message: str) -> str:
     return "INCOMPLETE" if message.startswith("incomplete:") else "FAILS"
 
 
+def _warm_up() -> None:
+    """Import and exercise what writing the report needs (pandas, pandera, matplotlib).
+
+    Run in a background thread once the first claim report arrives, so that a Ctrl-C later
+    writes the interrupted report in about a second instead of first spending many seconds
+    (on a loaded machine) importing libraries.
+    """
+    try:
+        import pandas as pd
+
+        from ntkcheck.claim import record_schema
+        from ntkcheck.report import render_report  # noqa: F401  (matplotlib, jinja2)
+        from ntkcheck.runs import store  # noqa: F401
+        from ntkcheck.verdict import compute_verdicts  # noqa: F401
+
+        frame = pd.DataFrame([{"run_id": "r", "claim_id": "c", "arch_id": "a", "width": 1,
+                               "seed": 0, "value": 0.0, "profile": "p", "device": "cpu",
+                               "dtype": "float64", "elapsed_s": 0.0, "nodeid": "n"}])
+        record_schema(["c"]).validate(frame)  # pandera loads its backends on first use
+    except Exception:  # noqa: BLE001 - only a head start; finish() imports for real
+        pass
+
+
 class RunWriter:
     """Writes one run's folder on the controlling process (see the module docstring)."""
 
@@ -110,6 +134,29 @@ class RunWriter:
         self.env_error: str | None = None  # the run's files could not be written (disk full)
         self._session: pytest.Session | None = None
         self._latest_note: str | None = None
+        self._warming: Any = None
+
+    def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        """Hook: Ctrl-C or SIGTERM on the controller. Stop the xdist workers at once.
+
+        A worker in the middle of a unit does not hear a signal sent to the controller alone
+        (``kill``, a scheduler), and pytest-xdist would wait ``NodeManager.EXIT_TIMEOUT``
+        (10 s) for each before killing it. Its finished records are already in its part file
+        (flushed per record), so the workers get SIGTERM now; the report of the interrupted
+        run is then written from what they had finished.
+        """
+        import signal
+
+        dsession = self.config.pluginmanager.getplugin("dsession")
+        manager = getattr(dsession, "nodemanager", None)
+        if manager is None:
+            return
+        manager.EXIT_TIMEOUT = min(float(getattr(manager, "EXIT_TIMEOUT", 2.0)), 2.0)
+        for gateway in list(getattr(getattr(manager, "group", None), "_gateways", []) or []):
+            popen = getattr(getattr(gateway, "_io", None), "popen", None)
+            if popen is not None and popen.poll() is None:
+                with contextlib.suppress(OSError):
+                    popen.send_signal(signal.SIGTERM)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """Hook: keep the session (to stop it when the run's files cannot be written)."""
@@ -234,6 +281,12 @@ class RunWriter:
                 os.truncate(self.dir / "records.jsonl", pos)  # ... which this cuts off
 
     def _open(self) -> Any:
+        if self._warming is None:
+            import threading
+
+            self._warming = threading.Thread(target=_warm_up, name="ntkcheck-warm-up",
+                                              daemon=True)
+            self._warming.start()
         if self._fh is None:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.dir / "records.jsonl", "a", encoding="utf-8")  # noqa: SIM115
@@ -287,7 +340,11 @@ class RunWriter:
         self._started.add(report.nodeid)
         if report.when == "teardown" or crashed:
             self._finished.add(report.nodeid)
+        new_test = report.nodeid not in self.claims.get(claim["id"], {}).get("tests", {})
         entry = self._entry(claim, report.nodeid)
+        if new_test:  # the run folder, its provisional meta and claims: from the first test
+            self._open()
+            self._write_progress()
         entry["duration_s"] += float(getattr(report, "duration", 0.0) or 0.0)
         shrunk = next((v for k, v in props if k == SHRUNK_KEY), None)
         if isinstance(shrunk, dict):  # {"spec", "kind"}: see hypothesis_support._SHRUNK
@@ -406,10 +463,18 @@ class RunWriter:
 
     def _meta(self, finished: datetime | None, interrupted: bool, schema_error: str | None
               ) -> dict[str, Any]:
+        import importlib.metadata
+
         import numpy
-        import torch
 
         import ntkcheck
+
+        torch = sys.modules.get("torch")  # not imported just for meta.json (seconds)
+        try:
+            torch_version = torch.__version__ if torch else importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            torch_version = None
+        cuda = (torch is not None and torch.cuda.is_available())
 
         try:
             commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=self.config.rootpath,
@@ -424,8 +489,8 @@ class RunWriter:
             "shard": str(self.settings.shard) if self.settings.shard else None,  # "K/N"
             "device": self.settings.device,
             "device_resolved": _resolved_device(self.settings.device),
-            "cuda_devices": [torch.cuda.get_device_name(i)
-                             for i in range(torch.cuda.device_count())],
+            "cuda_devices": ([torch.cuda.get_device_name(i)
+                              for i in range(torch.cuda.device_count())] if cuda else []),
             "started": self.started.isoformat(timespec="seconds"),
             # None while the run is in progress (the provisional meta.json of a crashed run)
             "finished": finished.isoformat(timespec="seconds") if finished else None,
@@ -435,7 +500,7 @@ class RunWriter:
             "n_records": self.n_records, "workers": workers,
             "git_commit": commit or None, "hostname": socket.gethostname(),
             "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__,
+            "python": platform.python_version(), "torch": torch_version,
             "numpy": numpy.__version__, "pytest": pytest.__version__,
             "ntkcheck": ntkcheck.__version__, "command": " ".join(sys.argv),
         }
