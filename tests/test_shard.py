@@ -72,3 +72,27 @@ def test_three_shards_merge_into_the_unsharded_run(pytester: pytest.Pytester, ca
     assert code == 0
     assert "shard(s) 2/3 missing" in capsys.readouterr().err
     assert 'id="shards-missing"' in (pytester.path / "part.html").read_text()
+
+
+def test_shards_keep_only_what_the_unsharded_run_draws(pytester: pytest.Pytester,
+                                                        capsys) -> None:
+    """The pinned example fails: the unsharded run draws nothing more, and neither may the
+    merge of shards (which cannot judge it, so Hypothesis draws every example there)."""
+    pytester.makepyfile(test_sharded_claim=CLAIM.replace("tolerance=10.0", "tolerance=0.01"))
+    job = pytester.path / "job-7"
+    shard_runs = []
+    for k in range(2):
+        pytester.runpytest(*ARGS, "--ntk-shard", f"{k}/2", "--ntk-report", str(job)
+                           ).assert_outcomes(passed=1)  # a shard does not judge
+        shard_runs.append(load_run((job / "latest").resolve()))
+    pytester.runpytest(*ARGS).assert_outcomes(failed=1)
+    whole = load_run(pytester.path / "reports" / "latest")
+    assert set(whole.records["arch_id"]) == {"mlp-d1-relu-ntk-b"}  # the pinned one only
+    drawn = set().union(*(set(s.records["arch_id"]) for s in shard_runs))
+    assert len(drawn) > 1  # the shards drew more
+    code = main(["report", str(job), "--save", str(pytester.path / "merged")])
+    assert code == 0, capsys.readouterr()
+    merged = load_run(pytester.path / "merged")
+    pd.testing.assert_frame_equal(_comparable(merged.records), _comparable(whole.records))
+    pd.testing.assert_frame_equal(merged.verdicts()[1], whole.verdicts()[1])
+    assert merged.claims["sharded"]["outcome"] == whole.claims["sharded"]["outcome"] == "failed"

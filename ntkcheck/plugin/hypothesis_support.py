@@ -178,6 +178,8 @@ def _per_example_verdict(inner: Any) -> Any:
         key = tuple(v.arch_id for v in specs)
         seen = item.stash.setdefault(_SEEN, {})
         result = None
+        if key and key not in seen:
+            _note_draw(item, key)
         if key and key in seen:
             message = seen[key]
         else:
@@ -198,6 +200,21 @@ def _per_example_verdict(inner: Any) -> Any:
 
     wrapper._ntkcheck_wrapped = True  # type: ignore[attr-defined]
     return wrapper
+
+
+#: User property of each architecture a claim test draws, in order:
+#: ``{"arch_ids": [record arch ids], "kind": "pinned" | "drawn"}``. Merging the runs of
+#: ``--ntk-shard`` uses them to keep what the unsharded run would have drawn
+#: (:func:`ntkcheck.runs.store.merge_runs`).
+DRAW_KEY = "ntkcheck.draw"
+
+
+def _note_draw(item: pytest.Item, key: tuple[str, ...]) -> None:
+    """Record that the claim test drew the architectures ``key`` (first time only)."""
+    setting = getattr(item.stash[_CLAIM], "setting", "theory")
+    arch_ids = [a if setting == "theory" else f"{a}-{setting}" for a in key]
+    kind = "pinned" if _failure_kind(item, key) == "pinned" else "drawn"
+    item.user_properties.append((DRAW_KEY, {"arch_ids": arch_ids, "kind": kind}))
 
 
 #: The failing architecture of a claim test: ``{"spec": repr, "kind": ...}`` where kind is

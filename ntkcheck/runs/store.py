@@ -1071,10 +1071,83 @@ def merge_runs(runs: Sequence[Run]) -> Run:
         if duplicates:
             meta["duplicates_dropped"] = duplicates
         return Run(records=records, claims=claims, meta=meta, path=runs[0].path)
-    merged = Run(records=records, claims=claims,
-                 meta=_merge_meta(runs, len(records), duplicates))
+    meta = _merge_meta(runs, len(records), duplicates)
+    if any(r.meta.get("shard") for r in runs):
+        records, notes = _as_unsharded(records, claims, meta)
+        meta["n_records"] = len(records)
+        if notes:
+            meta["shard_notes"] = notes
+    merged = Run(records=records, claims=claims, meta=meta)
     _rejudge_tests(merged)
     return merged
+
+
+def _as_unsharded(records: pd.DataFrame, claims: dict[str, dict[str, Any]],
+                  meta: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the architectures the unsharded run would have drawn; drop the others' records.
+
+    A shard sees part of each architecture's sweep, so it cannot judge it, and Hypothesis,
+    never told that an architecture fails, draws every example of the profile. The unsharded
+    run stops earlier: when a pinned ``@example`` fails it draws nothing more, and it stops
+    generating at the first failing drawn architecture. The tests' ``draws`` (in the order
+    Hypothesis made them, the same in every shard: derandomized) and the merged verdicts
+    replay that decision. Shrinking cannot be replayed (each shrink step needs the verdict
+    of a new architecture): in a profile that shrinks, the merge reports the first failing
+    drawn architecture, unshrunk, and a note says so.
+
+    Returns:
+        The records kept, and notes for ``meta["shard_notes"]``.
+
+    """
+    from ntkcheck.runs.outcomes import claim_tests
+
+    if records.empty:
+        return records, []
+    probe = Run(records=records, claims=claims, meta=dict(meta))
+    _, av = probe.verdicts()
+    holds = {(str(r.claim_id), str(r.arch_id)): bool(r.holds_at_widest) for r in av.itertuples()}
+    drop = pd.Series(False, index=records.index)
+    notes = []
+    shrinks = _profile_shrinks(meta.get("profile"))
+    for cid, claim in claims.items():
+        tests = claim_tests(claim)
+        for t in tests:
+            draws = [d for d in t.get("draws") or [] if isinstance(d, dict)]
+            if not draws:
+                continue
+
+            def fails(d: Mapping[str, Any], cid: str = cid) -> bool:
+                return any(holds.get((cid, str(a))) is False for a in d.get("arch_ids") or [])
+
+            pinned = [d for d in draws if d.get("kind") == "pinned"]
+            keep = list(pinned)
+            if not any(fails(d) for d in pinned):
+                for d in (d for d in draws if d.get("kind") != "pinned"):
+                    keep.append(d)
+                    if fails(d):
+                        if shrinks:
+                            notes.append(f"{cid}: the failing drawn architecture "
+                                         f"{', '.join(d['arch_ids'])} is not shrunk (a merge "
+                                         "of shards cannot replay Hypothesis' shrinking)")
+                        break
+            kept = {str(a) for d in keep for a in d.get("arch_ids") or []}
+            gone = {str(a) for d in draws for a in d.get("arch_ids") or []} - kept
+            if gone:
+                drop |= ((records["claim_id"].astype(str) == cid)
+                         & (records["nodeid"].astype(str) == str(t.get("nodeid")))
+                         & records["arch_id"].astype(str).isin(gone))
+            t["draws"] = keep
+        claim["tests"] = tests
+    return records[~drop].reset_index(drop=True), notes
+
+
+def _profile_shrinks(name: Any) -> bool:
+    from ntkcheck.profiles import get_profile
+
+    try:
+        return bool(get_profile(str(name)).shrink)
+    except (ValueError, KeyError):
+        return True
 
 
 def _rejudge_tests(run: Run) -> None:

@@ -352,10 +352,15 @@ class RunWriter:
         elif shrunk is not None:
             entry["shrunk_spec"] = str(shrunk)
         if report.when == "call" or crashed:
+            from ntkcheck.plugin.hypothesis_support import DRAW_KEY
+
             self._open()
             for key, rec in props:
                 if key == RECORD_KEY:
                     self._write_record(rec)
+            draws = [v for k, v in props if k == DRAW_KEY]
+            if draws:
+                entry["draws"] = draws
         outcome = None
         if report.failed:
             outcome = "failed" if report.when == "call" else "error"
