@@ -576,9 +576,10 @@ def test_gone(ntk_sweep, ntk_measure):
 
 def test_seeds_are_exact_in_the_records_csv_of_a_run(pytester):
     """A unit that is not measured has no seed: the column must not turn into float64."""
+    guarded = ("        with ntk_measure.guard(spec, width=width, seed=seed):\n"
+               "            ntk_measure(spec,")
     pytester.makepyfile(test_cap=CLAIM_CAPPED.format(tol=1.0).replace(
-        "        ntk_measure(spec,", "        with ntk_measure.guard(spec, width=width, seed=seed):\n"
-        "            ntk_measure(spec,"))
+        "        ntk_measure(spec,", guarded))
     pytester.runpytest(*SMALL, "--ntk-widths", "8,16,32", "--ntk-seeds", "2"
                        ).assert_outcomes(passed=1)
     run = _run_dir(pytester.path)
