@@ -50,7 +50,12 @@ def _show_latest(reports: Path) -> int:
         print(f"no report under {reports}/ yet: run `pytest claims/ -n auto` first")
         return 0
     meta_path = report.parent / "meta.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    except (OSError, ValueError):
+        meta = {}
+    if not isinstance(meta, dict):  # a damaged meta.json: `ntkcheck list` says what is wrong
+        meta = {}
     print(f"latest report: {report}")
     if meta:
         print(f"  run {meta.get('run_id')} profile {meta.get('profile')} "
@@ -73,6 +78,8 @@ def _warn_merge(run, runs) -> None:
                  if meta.get("duplicates_dropped") else ""))
     for why in meta.get("incomplete") or []:
         print(f"warning: incomplete run: {why}", file=sys.stderr)
+    for note in meta.get("shard_notes") or []:
+        print(f"note: {note}", file=sys.stderr)
     if meta.get("shards_missing"):
         print(f"warning: shard(s) {', '.join(meta['shards_missing'])} missing from the merge",
               file=sys.stderr)
@@ -232,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", parents=[common], help="stored runs",
                        description="Stored runs: date, profile, device, commit, number of "
-                                   "records, claims passed and failed.")
+                                   "records, claims passed and failed, and whether the run is "
+                                   "complete (a crashed run is listed with what is missing; "
+                                   "a damaged one is skipped with a warning).")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("export", parents=[common],
