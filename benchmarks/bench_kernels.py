@@ -253,12 +253,14 @@ def build(name):
         layers.append(stax.GlobalAvgPool())
     layers.append(stax.Dense(cfg.get("out", 1), W_std=1.0, b_std=0.1))
     init_fn, apply_fn, kernel_fn = stax.serial(*layers)
+    # float64 for the analytic kernels, float32 (as ntkcheck's models) for the empirical ones;
+    # each case is traced right after it is built, under its own setting.
+    jax.config.update("jax_enable_x64", cfg["kind"] == "analytic")
     if cfg["kind"] == "analytic":
         kf = jax.jit(kernel_fn, static_argnames="get")
         return "kernel_fn", lambda: kf(x, None, "ntk").block_until_ready()
     x = x.astype(np.float32)
     _, params = init_fn(jax.random.PRNGKey(0), x.shape)
-    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float32), params)  # as ntkcheck's
     trace = () if cfg["output"] == "full" else (-1,)
     f = nt.empirical_kernel_fn(apply_fn, trace_axes=trace, vmap_axes=0,
                                implementation=nt.NtkImplementation.STRUCTURED_DERIVATIVES)

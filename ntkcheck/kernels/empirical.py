@@ -283,10 +283,13 @@ class _Jacobian(_Impl):
         return total
 
     def memory_elems(self, b1, b2, reuse):
-        # Stored Jacobians of both blocks and the backward pass of one block.
+        # Stored Jacobians of both blocks and the backward pass of one block; a convolution's
+        # per-sample weight gradient unfolds its input for every output (n O K P elements).
         p = self.probe
         stored = (b1 + (0 if reuse else b2)) * p.n_out * p.n_params
-        return stored + max(b1, b2) * p.n_out * p.activations
+        unfold = max((s * k for kind, s, k, _, _ in p.layer_cost.values() if kind == "conv2d"),
+                     default=0)
+        return stored + max(b1, b2) * p.n_out * (p.activations + unfold)
 
     def flops(self, n1, n2, nb1):
         p = self.probe
