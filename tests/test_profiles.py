@@ -62,3 +62,29 @@ def test_depth_width_cap_bounds_the_hidden_weights_a_depth_sweep_trains():
     assert quick.depth_width_cap(ArchSpec(depth=2)) == 1773  # 1773^2 <= 3 * 1024^2 < 1774^2
     assert quick.depth_width_cap(ArchSpec(depth=4)) == 1024
     assert PROFILES["paper"].depth_width_cap(ArchSpec(depth=8)) is None
+
+
+DEPTH_CLAIM = '''
+import pytest
+from ntkcheck import ArchSpec
+
+@pytest.mark.claim(id="toy-depth", statement="s", source="x", metric="m", tolerance=1.0)
+def test_toy(ntk_sweep, ntk_measure, ntk_profile):
+    for spec in ntk_profile.depth_sweep(ArchSpec(depth=1, activation="relu")):
+        for width, seed in ntk_sweep:
+            ntk_measure(spec, width=width, seed=seed, value=(spec.depth / width) ** 0.5)
+'''
+
+
+def test_a_depth_sweep_records_every_depth_under_its_own_architecture_id(pytester):
+    import json
+
+    pytester.makepyfile(test_toy_depth=DEPTH_CLAIM)
+    result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "8,16,32",
+                                "--ntk-seeds", "1", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    lines = (pytester.path / "reports" / "latest" / "records.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert sorted({(r["arch_id"], r["depth"]) for r in records}) == [
+        ("mlp-d1-relu-ntk-b", 1), ("mlp-d2-relu-ntk-b", 2)]
+    assert len(records) == 2 * 3  # smoke's depths (1, 2) x 3 widths x 1 seed
