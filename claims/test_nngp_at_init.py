@@ -36,7 +36,9 @@ that the central limit theorem removes as the width grows (slope -1/2).
   (The variance itself, ``E K_hat`` against the NNGP kernel, is ``nngp-at-init``'s.)
 
 Depth (``test_nngp_*_depth``): the pinned ReLU MLP at every depth of ``Profile.depths``
-(1, 2, 4 in ``quick``), each depth its own architecture id; widths as for every claim.
+(1, 2, 4 in ``quick``), each depth its own architecture id. Building the ensemble costs
+O(depth width^2) per network, so depths >= 2 stop at ``Profile.depth_width_cap`` (1024 in
+``quick``; ``paper`` builds every width).
 """
 
 import math
@@ -45,7 +47,14 @@ import numpy as np
 import pytest
 from hypothesis import assume, example, given
 
-from ntkcheck import ArchSpec, analytic_kernels, init_seeds, readout_covariance, strategies
+from ntkcheck import (
+    DEPTH_CAP_REASON,
+    ArchSpec,
+    analytic_kernels,
+    init_seeds,
+    readout_covariance,
+    strategies,
+)
 
 #: Networks per (width, seed) unit.
 ENSEMBLE = 8
@@ -102,6 +111,13 @@ def excess_kurtosis(covs: np.ndarray) -> float:
     return float(np.mean(3 * var.var(axis=0, ddof=1) / var.mean(axis=0) ** 2))
 
 
+def _capped(spec, sweep, measure, profile) -> list[tuple[int, int]]:
+    """The depth sweep's units up to ``Profile.depth_width_cap`` (building ``ENSEMBLE``
+    networks costs O(depth width^2) each); the wider ones are recorded as capped."""
+    return list(measure.capped(spec, sweep, profile.depth_width_cap(spec),
+                               why=DEPTH_CAP_REASON))
+
+
 def _not_depth_swept(spec, profile) -> None:
     """Leave a drawn architecture that the depth-sweep test measures to that test."""
     assume(spec.arch_id not in {s.arch_id for s in profile.depth_sweep(DEPTH_SPEC)})
@@ -130,7 +146,8 @@ def test_nngp_covariance(spec, ntk_sweep, ntk_measure, ntk_digits, ntk_profile):
 @pytest.mark.claim(**COVARIANCE)
 def test_nngp_covariance_depth(ntk_sweep, ntk_measure, ntk_digits, ntk_profile):
     for spec in ntk_profile.depth_sweep(DEPTH_SPEC):
-        covariance_error(spec, ntk_sweep, ntk_measure, ntk_digits)
+        covariance_error(spec, _capped(spec, ntk_sweep, ntk_measure, ntk_profile), ntk_measure,
+                         ntk_digits)
 
 
 def covariance_error(spec, sweep, measure, digits, reference=None):
@@ -164,7 +181,8 @@ def test_nngp_gaussian(spec, ntk_sweep, ntk_measure, ntk_digits, ntk_profile):
 @pytest.mark.claim(**GAUSSIAN)
 def test_nngp_gaussian_depth(ntk_sweep, ntk_measure, ntk_digits, ntk_profile):
     for spec in ntk_profile.depth_sweep(DEPTH_SPEC):
-        gaussianity(spec, ntk_sweep, ntk_measure, ntk_digits)
+        gaussianity(spec, _capped(spec, ntk_sweep, ntk_measure, ntk_profile), ntk_measure,
+                    ntk_digits)
 
 
 def gaussianity(spec, sweep, measure, digits, build_width=None):

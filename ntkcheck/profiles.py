@@ -18,8 +18,9 @@ CNN_CAP_REASON = ("the profile's cnn_max_width: the second-order CNN claims (nat
                   "steps on all N*O outputs) take minutes per unit above it on a CPU; the paper "
                   "profile sweeps every width")
 #: Why :meth:`Profile.depth_width_cap` exists, for ``ntk_measure.capped(..., why=...)``.
-DEPTH_CAP_REASON = ("the profile's depth_max_hidden: training a deep MLP costs O(N depth "
-                    "width^2) per step; the paper profile sweeps every width at every depth")
+DEPTH_CAP_REASON = ("the profile's depth_max_hidden: training or building an ensemble of deep "
+                    "MLPs costs O(depth width^2) per step or network; the paper profile sweeps "
+                    "every width at every depth")
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,11 @@ class Profile:
             one of them at every width (depth is a second axis, never drawn): the kernel
             regime needs width >> depth (Hanin & Nica 2020: the NTK's fluctuations grow
             like depth / width), so the width a claim needs is a function of depth.
-        depth_max_hidden: Most hidden-to-hidden weights, ``(depth - 1) * width**2``, that a
-            *training* claim's depth sweep trains (a step costs O(N depth width^2)); wider
-            units are recorded as not measured (above the width cap) and left to the
-            ``paper`` profile. None: no cap. Depth 1 is never capped.
+        depth_max_hidden: Most hidden-to-hidden weights, ``(depth - 1) * width**2``, per
+            network in a depth sweep that trains networks (a step costs O(N depth width^2))
+            or builds ensembles of them (``nngp-*``); wider units are recorded as not
+            measured (above the width cap) and left to the ``paper`` profile. None: no cap.
+            Depth 1 is never capped; ``ntk-at-init``'s depth sweep measures every width.
 
     """
 
