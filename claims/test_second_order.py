@@ -405,11 +405,10 @@ def _speedup(sweep, device, measure, profile):
             extra[f"{opt}_best_test_loss"] = curve.best_test_loss
             extra[f"{opt}_test_accuracy"] = curve.points[-1].test_accuracy
             extra[f"curve_{opt}"] = curve.to_json()
-        # A run that misses the target counts as its whole budget (a censored time).
-        t_adam = extra["adam_seconds"] if math.isfinite(extra["adam_seconds"]) else (
-            curves["adam"].points[-1].seconds)
-        t_kfac = extra["kfac_seconds"] if math.isfinite(extra["kfac_seconds"]) else (
-            curves["kfac"].points[-1].seconds)
+        t_adam, t_kfac = (_censored_seconds(curves[o], extra[f"{o}_seconds"])
+                          for o in ("adam", "kfac"))
+        for opt, curve in curves.items():
+            extra[f"{opt}_diverged"] = curve.diverged
         for key in [k for k, v in extra.items() if isinstance(v, float) and math.isinf(v)]:
             extra[key] = None  # missed the target within MAX_EPOCHS
         measure(spec, width=width, seed=seed, value=t_adam / max(t_kfac, 1e-9),
@@ -417,6 +416,18 @@ def _speedup(sweep, device, measure, profile):
                 target_test_loss=TARGET_TEST_LOSS, batch_size=BATCH, max_epochs=MAX_EPOCHS,
                 base_width=base, n_train=len(train[0]), n_test=len(test[0]),
                 dataset="digits", dtype="float32", **extra)
+
+
+def _censored_seconds(curve: Curve, seconds: float) -> float:
+    """Seconds to the target; a run that missed it (or diverged) counts as its whole budget.
+
+    The budget is ``MAX_EPOCHS`` at the run's own seconds per epoch, so the ratio is a bound
+    (an upper bound on ``t_adam / t_kfac`` when only K-FAC missed).
+    """
+    if math.isfinite(seconds):
+        return seconds
+    last = curve.points[-1]
+    return last.seconds * MAX_EPOCHS / max(last.epoch, 1e-9)
 
 
 def _ratio(a, b):
