@@ -33,6 +33,13 @@ as an MLP's hidden layer's do (slope -2); muP's per-layer rates
 not grow, and for the read-out, whose multiplier is ``1 / width``) are those of a
 one-hidden-layer MLP, so the features move by Theta(1). The muP CNN under ``feature-learning``
 is a negative control there too.
+
+Practical regime (``test_feature_learning_practical``, same claim id
+``feature-learning``; :data:`ntkcheck.PRACTICAL_REGIME`, README "The practical regime"): the
+standard parametrization with He initialization, Adam at one learning rate for every width,
+mini-batches, cross-entropy on 1,497 digits, trained to convergence; the metric is the same
+``1 - CKA`` of the last hidden layer on the training inputs, from the training run every
+practical test shares (:func:`ntkcheck.practical_run`).
 """
 
 import pytest
@@ -40,10 +47,12 @@ import torch
 from hypothesis import example, given
 
 from ntkcheck import (
+    PRACTICAL_SPECS,
     ArchSpec,
     hidden_features,
     linear_cka,
     lr_weighted_ntk,
+    measure_practical,
     param_groups,
     strategies,
     train,
@@ -97,6 +106,13 @@ LAZY_FEATURES = dict(
 @example(spec=ArchSpec(depth=1, activation="erf"))
 def test_feature_learning(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
     feature_change(spec, ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile)
+
+
+@pytest.mark.claim(**LAZY_FEATURES, setting="practical")
+@pytest.mark.parametrize("spec", PRACTICAL_SPECS, ids=lambda s: s.arch_id)
+def test_feature_learning_practical(spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    """The practical regime (module docstring)."""
+    measure_practical(spec, "feature_change", ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
 @pytest.mark.claim(**LAZY_FEATURES)

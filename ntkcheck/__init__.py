@@ -7,6 +7,9 @@ pytest plugin does not import torch in projects that never run a claim):
   own networks: :class:`ModelFamily` (and :class:`NotApplicable`)
 * data: :func:`load_dataset`, :class:`Dataset`, :class:`DataError`
 * kernels: :func:`empirical_ntk`, :func:`analytic_kernels`, :func:`monte_carlo_ntk`
+* the theory and practical training regimes: :class:`TheoryRegime`, :class:`PracticalRegime`
+  (:data:`PRACTICAL_REGIME`), :func:`practical_run`, :func:`train_practical`,
+  :func:`select_lr`
 * training and the kernel regime: :func:`train`, :func:`gradient_descent`, :func:`mse_loss`,
   :func:`linearize`, :func:`gradient_flow`, :func:`kernel_regression`, :func:`ntk_gp`
 * second-order optimization: :func:`gram_extreme_eigenvalues`, :func:`jacobian_distance`,
@@ -104,6 +107,19 @@ _API = {
     "plain_mlp": "ntkcheck.optim.optimizers",
     "OPTIMIZERS": "ntkcheck.optim.optimizers",
     "worst_step_contraction": "ntkcheck.optim.natural_gradient",
+    "PRACTICAL_CAP_REASON": "ntkcheck.profiles",
+    "PRACTICAL_REGIME": "ntkcheck.training.regimes",
+    "PracticalRegime": "ntkcheck.training.regimes",
+    "PRACTICAL_SPECS": "ntkcheck.training.regimes",
+    "measure_practical": "ntkcheck.training.regimes",
+    "PracticalRun": "ntkcheck.training.regimes",
+    "TheoryRegime": "ntkcheck.training.regimes",
+    "TrainingRecord": "ntkcheck.training.regimes",
+    "practical_run": "ntkcheck.training.regimes",
+    "practical_split": "ntkcheck.training.regimes",
+    "practical_seed": "ntkcheck.training.regimes",
+    "select_lr": "ntkcheck.training.regimes",
+    "train_practical": "ntkcheck.training.regimes",
 }
 
 __all__ = ["__version__", *_API]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-__all__ = ["CNN_CAP_REASON", "DEPTH_CAP_REASON", "Profile", "PROFILES", "get_profile",
+__all__ = ["CNN_CAP_REASON", "DEPTH_CAP_REASON", "PRACTICAL_CAP_REASON", "Profile", "PROFILES",
+           "get_profile",
            "parse_widths"]
 
 #: Why :attr:`Profile.cnn_max_width` exists, for ``ntk_measure.capped(..., why=CNN_CAP_REASON)``.
@@ -21,6 +22,11 @@ CNN_CAP_REASON = ("the profile's cnn_max_width: the second-order CNN claims (nat
 DEPTH_CAP_REASON = ("the profile's depth_max_hidden: training or building an ensemble of deep "
                     "MLPs costs O(depth width^2) per step or network; the paper profile sweeps "
                     "every width at every depth")
+
+#: Why :meth:`Profile.practical_width_cap` exists.
+PRACTICAL_CAP_REASON = ("the profile's practical_max_width / practical_cnn_max_width: a converged "
+                        "practical training run of this architecture costs too much on a CPU; "
+                        "the paper profile trains every width")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,17 @@ class Profile:
             or builds ensembles of them (``nngp-*``); wider units are recorded as not
             measured (above the width cap) and left to the ``paper`` profile. None: no cap.
             Depth 1 is never capped; ``ntk-at-init``'s depth sweep measures every width.
+        practical_max_width: Widest width the practical regime trains for a deep MLP
+            (depth > 1, whose hidden ``width x width`` matrices make a converged training
+            run on 1,497 digits cost O(width^2)), or None for every width. Depth-1 MLPs
+            sweep every width.
+        practical_cnn_max_width: The same for CNNs in the practical regime (a converged run
+            of a CNN on 1,497 digits images takes minutes per network on one CPU core even
+            at 64 channels); 0 measures none (the units are recorded as not measured: above
+            the width cap), None every width.
+        practical_examples: Examples of the practical regime's data set (trained on and
+            held out), or None for all of them (1,797 digits: 1,497 trained on, 300 held
+            out). Only ``smoke`` uses fewer, to stay a CI check.
 
     """
 
@@ -64,6 +81,9 @@ class Profile:
     cnn_max_width: int | None = None
     depths: tuple[int, ...] = (1, 2, 4)
     depth_max_hidden: int | None = None
+    practical_max_width: int | None = None
+    practical_cnn_max_width: int | None = None
+    practical_examples: int | None = None
 
     def __post_init__(self) -> None:
         depths = tuple(self.depths)
@@ -118,6 +138,16 @@ class Profile:
         if self.depth_max_hidden is None or spec.depth <= 1:
             return None
         return max(1, math.isqrt(self.depth_max_hidden // (spec.depth - 1)))
+    def practical_width_cap(self, spec) -> int | None:
+        """The widest width the practical regime trains for ``spec``.
+
+        :attr:`practical_cnn_max_width` for image families, :attr:`practical_max_width` for
+        MLPs deeper than one hidden layer, None (no cap) for depth-1 MLPs. Use it as
+        ``ntk_measure.capped(spec, ntk_sweep, profile.practical_width_cap(spec))``.
+        """
+        if getattr(spec, "family", "mlp") != "mlp":
+            return self.practical_cnn_max_width
+        return self.practical_max_width if getattr(spec, "depth", 1) > 1 else None
 
     def with_overrides(self, widths: tuple[int, ...] | None = None,
                        n_seeds: int | None = None) -> Profile:
@@ -128,10 +158,12 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", (32, 64, 128, 256), n_seeds=2, n_inputs=24, max_examples=1,
                      train_steps=20, derandomize=True, shrink=False, cnn_max_width=128,
-                     depths=(1, 2)),
+                     depths=(1, 2), practical_max_width=128, practical_cnn_max_width=0,
+                     practical_examples=600),
     "quick": Profile("quick", (64, 256, 1024, 4096), n_seeds=3, n_inputs=48, max_examples=2,
                      train_steps=50, derandomize=True, cnn_max_width=256, depths=(1, 2, 4),
-                     depth_max_hidden=3 * 1024**2),
+                     depth_max_hidden=3 * 1024**2, practical_max_width=1024,
+                     practical_cnn_max_width=0),
     "paper": Profile("paper", (64, 256, 1024, 4096, 16384), n_seeds=5, n_inputs=256,
                      max_examples=10, train_steps=500, derandomize=False, depths=(1, 2, 4, 8)),
 }

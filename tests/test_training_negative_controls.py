@@ -9,7 +9,10 @@ reference, a network of one hidden unit recorded at every width. The CNN setting
 CNN on a quarter of the digits images) have controls too: a muP CNN for the lazy-training
 claims and ``gd-rate``, and the CNTK of a depth-2 CNN as the wrong reference for ``kernel-
 regression`` and ``gd-stable-lr``. One pytester run per control; each must fail at every width
-swept, and the report must say so. Small widths, one seed, the smoke profile.
+swept, and the report must say so. Small widths, one seed, the smoke profile. The practical tests
+(``ntkcheck.measure_practical``) have controls too: the practical regime's MLP at a large fixed
+Adam rate, which leaves the kernel regime at every width, so each practical test is shown to
+be able to fail.
 """
 
 import csv
@@ -24,6 +27,7 @@ import sys
 sys.path.insert(0, {claims!r})
 
 import pytest
+from ntkcheck import PracticalRegime, measure_practical
 from ntkcheck.arch import ArchSpec
 
 import test_feature_learning as fl
@@ -40,6 +44,12 @@ DEEPER = ArchSpec(depth=2, activation="erf")  # the wrong reference: one layer m
 CNN = ArchSpec(family="cnn", depth=1, activation="erf")
 DEEPER_CNN = ArchSpec(family="cnn", depth=2, activation="erf")  # the wrong reference CNTK
 MUP_RELU_CNN = ArchSpec(family="cnn", depth=1, activation="relu", parametrization="mup")
+# the practical regime's network at a large fixed Adam rate (5x the grid's largest), for at
+# most 3 epochs: Adam moves every parameter by about lr per step whatever the width, far more
+# than the He-initialized weights' O(width^-1/2) scale, so it leaves the kernel regime at
+# every width
+SP = ArchSpec(depth=1, activation="relu", parametrization="standard", weight_std=2**0.5)
+LARGE_LR = PracticalRegime(lr=5e-2, max_epochs=3)
 
 
 @pytest.mark.claim(**lazy.LAZY_WEIGHTS)
@@ -128,8 +138,40 @@ def test_gd_stable_lr_cnn_wrong_kernel(ntk_sweep, ntk_device, ntk_measure, ntk_d
 def test_gd_rate_cnn_mup(ntk_sweep, ntk_device, ntk_measure, ntk_digits, ntk_profile):
     images = ntk_digits.head(ntk_profile.n_cnn_inputs)
     gd.gd_rate_error(MUP_RELU_CNN, ntk_sweep, ntk_device, ntk_measure, images, ntk_profile)
+
+
+@pytest.mark.claim(**lazy.LAZY_WEIGHTS, setting="practical")
+def test_lazy_weights_practical_large_lr(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    measure_practical(SP, "weight_change", ntk_sweep, ntk_device, ntk_measure,
+                      ntk_profile, LARGE_LR)
+
+
+@pytest.mark.claim(**lazy.LAZY_KERNEL, setting="practical")
+def test_lazy_kernel_practical_large_lr(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    measure_practical(SP, "kernel_change", ntk_sweep, ntk_device, ntk_measure,
+                      ntk_profile, LARGE_LR)
+
+
+@pytest.mark.claim(**lin.CLAIM, setting="practical")
+def test_linearized_dynamics_practical_large_lr(ntk_sweep, ntk_device, ntk_measure,
+                                                ntk_profile):
+    measure_practical(SP, "lin_deviation", ntk_sweep, ntk_device, ntk_measure,
+                      ntk_profile, LARGE_LR)
+
+
+@pytest.mark.claim(**kr.CLAIM, setting="practical")
+def test_kernel_regression_practical_large_lr(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    measure_practical(SP, "lin_final_error", ntk_sweep, ntk_device, ntk_measure,
+                      ntk_profile, LARGE_LR)
+
+
+@pytest.mark.claim(**fl.LAZY_FEATURES, setting="practical")
+def test_feature_learning_practical_large_lr(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    measure_practical(SP, "feature_change", ntk_sweep, ntk_device, ntk_measure,
+                      ntk_profile, LARGE_LR)
 '''
 
+SP_PRACTICAL = "mlp-d1-relu-standard-b-sw1.41421-practical"
 #: control test -> (claim id, the architecture it measures).
 EXPECTED = {
     "test_lazy_weights_mup": ("lazy-weights", "mlp-d1-relu-mup-b"),
@@ -148,6 +190,11 @@ EXPECTED = {
     "test_kernel_regression_cnn_wrong_kernel": ("kernel-regression", "cnn-d1-erf-ntk-b-gap"),
     "test_gd_stable_lr_cnn_wrong_kernel": ("gd-stable-lr", "cnn-d1-erf-ntk-b-gap"),
     "test_gd_rate_cnn_mup": ("gd-rate", "cnn-d1-relu-mup-b-gap"),
+    # the practical regime's network at a large fixed learning rate
+    **{f"test_{name}_practical_large_lr": (claim, SP_PRACTICAL) for name, claim in (
+        ("lazy_weights", "lazy-weights"), ("lazy_kernel", "lazy-kernel"),
+        ("linearized_dynamics", "linearized-dynamics"),
+        ("kernel_regression", "kernel-regression"), ("feature_learning", "feature-learning"))},
 }
 WIDTHS = (256, 1024, 2048)
 

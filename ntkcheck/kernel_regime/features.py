@@ -85,10 +85,17 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
     a = a.double() - a.double().mean(0)
     b = b.double() - b.double().mean(0)
-    aa, bb = torch.linalg.norm(a.T @ a), torch.linalg.norm(b.T @ b)
+    if a.shape[0] < min(a.shape[1], b.shape[1]):
+        # fewer inputs than features: the same sums through the (N, N) Gram matrices,
+        # ||B^T A||_F^2 = tr(A A^T B B^T) and ||A^T A||_F = ||A A^T||_F (O(N^2 P), not O(N P^2))
+        ka, kb = a @ a.T, b @ b.T
+        aa, bb, ab = torch.linalg.norm(ka), torch.linalg.norm(kb), (ka * kb).sum()
+    else:
+        aa, bb = torch.linalg.norm(a.T @ a), torch.linalg.norm(b.T @ b)
+        ab = torch.linalg.norm(b.T @ a) ** 2
     if aa == 0 or bb == 0:
         raise ValueError("a representation is constant over the inputs; CKA is undefined")
-    return float(torch.linalg.norm(b.T @ a) ** 2 / (aa * bb))
+    return float(ab / (aa * bb))
 
 
 def readout_covariance(model: nn.Module, x: torch.Tensor, spec) -> torch.Tensor:
