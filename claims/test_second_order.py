@@ -103,7 +103,7 @@ N_ORTHO, DIM_ORTHO = 4, 16
 #: ``ngd-conditioning``: gradient-descent steps at the best constant step.
 GD_STEPS = 20
 #: ``second-order-speedup``: mini-batch size, epoch budget, held-out target (nats).
-BATCH, MAX_EPOCHS, TARGET_TEST_LOSS = 64, 20, 0.25
+BATCH, MAX_EPOCHS, TARGET_TEST_LOSS = 64, 8, 0.25
 #: Epochs per grid point when tuning a step size at the base width.
 TUNE_EPOCHS = 4
 #: Step-size grids, tried at the base width (half-decades around each method's usual value).
