@@ -26,7 +26,15 @@ from ntkcheck.continual.forgetting import (
     output_forgetting,
 )
 from ntkcheck.continual.tasks import Task, TaskSequence
-from ntkcheck.training.loops import accuracy, train
+from ntkcheck.training.loops import (
+    TrainingDiverged,
+    TrainResult,
+    _check,
+    accuracy,
+    cross_entropy_loss,
+    mse_loss,
+    train,
+)
 
 __all__ = ["Budget", "HeadView", "SequentialResult", "train_sequentially"]
 
@@ -153,6 +161,46 @@ def _view(model: nn.Module, task: Task, n_outputs: int) -> nn.Module:
     return HeadView(model, task.head)
 
 
+def _train_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float, epochs: int,
+                  optimizer: str, loss: str, batch_size: int, params: list | None,
+                  target_accuracy: float | None, seed: int) -> TrainResult:
+    """Mini-batch epochs (seeded permutation each epoch), full-batch checks at epoch ends."""
+    n = int(x.shape[0])
+    _check(lr, epochs, optimizer, loss, batch_size, n)
+    loss_fn = mse_loss if loss == "mse" else cross_entropy_loss
+    opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+    opt = opt_cls(params if params is not None else list(model.parameters()), lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
+    result = TrainResult(losses=[], steps=0, lr=float(lr))
+
+    def check() -> bool:
+        with torch.no_grad():
+            out = model(x)
+            value = float(loss_fn(out, y))
+        result.losses.append(value)
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"training loss is {value} after {result.steps} steps with "
+                                   f"lr={lr:g}; use a smaller learning rate")
+        if target_accuracy is None:
+            return False
+        result.accuracies.append(accuracy(out, y))
+        result.reached = result.accuracies[-1] >= target_accuracy
+        return result.reached
+
+    done = check()
+    for _ in range(epochs):
+        if done:
+            break
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            idx = idx.to(x.device)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x[idx]), y[idx]).backward()
+            opt.step()
+            result.steps += 1
+        done = check()
+    return result
+
+
 def train_sequentially(
     model: nn.Module,
     tasks: TaskSequence,
@@ -164,6 +212,7 @@ def train_sequentially(
     batch_size: int | None = None,
     params: Iterable | None = None,
     seed: int = 0,
+    check_every: str = "step",
 ) -> SequentialResult:
     """Train ``model`` on each task in turn, in place, evaluating every task after each one.
 
@@ -178,16 +227,28 @@ def train_sequentially(
         params: Parameter groups for the optimizer (e.g. :func:`ntkcheck.arch.param_groups`);
             all parameters at ``lr`` by default.
         seed: Seed of the mini-batch order (task ``i`` uses ``seed + i``).
+        check_every: ``"step"``: :func:`ntkcheck.training.loops.train` (the full-batch loss,
+            and with ``target_accuracy`` the training accuracy, before every step;
+            :attr:`SequentialResult.losses` filled). ``"epoch"``: a plain mini-batch loop
+            that evaluates the full training set only at epoch ends (the target accuracy is
+            checked before the first epoch and after each; ``losses`` holds the full-batch
+            loss at each check), the way practitioners train; needs ``batch_size``.
 
     Returns:
         A :class:`SequentialResult`.
 
     Raises:
-        ValueError: If the model's output width is not ``tasks.n_outputs``, or as
+        ValueError: If the model's output width is not ``tasks.n_outputs``, an unknown
+            ``check_every`` (or ``"epoch"`` without ``batch_size``), or as
             :func:`ntkcheck.training.loops.train`.
         ntkcheck.training.loops.TrainingDiverged: If training diverges.
 
     """
+    if check_every not in ("step", "epoch"):
+        raise ValueError(f"check_every must be 'step' or 'epoch', got {check_every!r}")
+    if check_every == "epoch" and (batch_size is None or optimizer == "gd"):
+        raise ValueError("check_every='epoch' is the mini-batch loop: give batch_size= and "
+                         "optimizer='sgd' or 'adam' (or use check_every='step')")
     ref = next(p for p in model.parameters())
     dtype, device = ref.dtype, ref.device
 
@@ -213,9 +274,15 @@ def train_sequentially(
         per_epoch = 1 if batch_size is None or batch_size >= n else math.ceil(n / batch_size)
         n_epochs = budget.epochs if budget.epochs is not None else budget.max_epochs
         before = _flat_params(model)
-        result = train(views[i], x, y, lr=lr, steps=n_epochs * per_epoch, optimizer=optimizer,
-                       loss=loss, batch_size=batch_size, params=groups,
-                       target_accuracy=budget.target_accuracy, seed=seed + i)
+        if check_every == "epoch":
+            result = _train_epochs(views[i], x, y, lr=lr, epochs=n_epochs, optimizer=optimizer,
+                                   loss=loss, batch_size=int(batch_size), params=groups,
+                                   target_accuracy=budget.target_accuracy, seed=seed + i)
+        else:
+            result = train(views[i], x, y, lr=lr, steps=n_epochs * per_epoch,
+                           optimizer=optimizer, loss=loss, batch_size=batch_size,
+                           params=groups, target_accuracy=budget.target_accuracy,
+                           seed=seed + i)
         moved.append(float(torch.linalg.vector_norm(_flat_params(model) - before)))
         steps.append(result.steps)
         reached.append(result.reached)
