@@ -172,24 +172,28 @@ def _train(spec, width: int, init: int, tasks, budget: Budget, device):
 
 
 def practical_forgetting(claim: dict, spec, sweep, device, measure, profile,
-                         tasks=None) -> None:
+                         tasks=None, trained_width=None) -> None:
     """Measure one practical continual claim (``SHORT`` or ``CONVERGED_CLAIM``) over the sweep.
 
-    ``tasks`` replaces the permuted-digits sequence (the negative controls use it).
+    For the negative controls: ``tasks`` replaces the permuted-digits sequence, and
+    ``trained_width`` (an int) trains a network of that width at every swept width.
     """
     tasks = practical_tasks(device) if tasks is None else tasks
     name = _name(profile)
     for width, seed in measure.capped(spec, sweep, PRACTICAL_CAP[name], PRACTICAL_CAP_REASON):
         init = measure.seed(spec, width=width, seed=seed)
         extra: dict = {}
+        trained = width if trained_width is None else int(trained_width)
+        if trained_width is not None:
+            extra["trained_width"] = trained
         if claim["id"] == SHORT["id"]:
             for n in LENGTHS[name]:
-                r = _train(spec, width, init, tasks, Budget(epochs=n), device)
+                r = _train(spec, trained, init, tasks, Budget(epochs=n), device)
                 extra[f"forgetting_{n}ep"] = r.average_forgetting
                 extra[f"learned_{n}ep"] = r.learned_accuracy
                 if n == SHORT_EPOCHS:
                     res = r
-            m = _train(spec, width, init, tasks, Budget(target_accuracy=MATCH, max_epochs=200),
+            m = _train(spec, trained, init, tasks, Budget(target_accuracy=MATCH, max_epochs=200),
                        device)
             extra.update(forgetting_matched=m.average_forgetting,
                          learned_matched=m.learned_accuracy, match_target=MATCH,
@@ -197,7 +201,7 @@ def practical_forgetting(claim: dict, spec, sweep, device, measure, profile,
             budget = Budget(epochs=SHORT_EPOCHS)
         else:
             budget = CONVERGED
-            res = _train(spec, width, init, tasks, budget, device)
+            res = _train(spec, trained, init, tasks, budget, device)
             extra["reached"] = float(np.mean([bool(x) for x in res.reached]))
         measure(spec, width=width, seed=seed, value=res.average_forgetting, dtype="float32",
                 budget=budget.label, learned_accuracy=res.learned_accuracy,

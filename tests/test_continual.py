@@ -382,3 +382,80 @@ def test_negative_control_of_the_ntk_overlap_claim(pytester, offset, passes):
     result.assert_outcomes(passed=int(passes), failed=int(not passes))
     if not passes:
         result.stdout.fnmatch_lines(["*fails at every width up to 2,048*"])
+
+
+def test_epoch_checked_minibatch_loop(digits):
+    """check_every="epoch": ceil(N / B) Adam steps per epoch, the target checked at epoch ends."""
+    seq = permuted_tasks(digits, 2, n_train=24, n_test=40)
+    kw = dict(lr=1e-2, optimizer="adam", loss="cross_entropy", batch_size=10,
+              check_every="epoch")
+    fixed = train_sequentially(_mlp(64, seq), seq, Budget(epochs=3), **kw)
+    assert fixed.steps == [9, 9] and fixed.reached == [None, None]
+    assert [len(x) for x in fixed.losses] == [4, 4]  # before the first epoch, after each
+    same = train_sequentially(_mlp(64, seq), seq, Budget(epochs=3), **{**kw, "seed": 0})
+    np.testing.assert_array_equal(same.accuracy, fixed.accuracy)  # seeded batch order
+    until = train_sequentially(_mlp(64, seq), seq, Budget(target_accuracy=1.0, max_epochs=300),
+                               **kw)
+    assert until.reached == [True, True] and np.all(np.diag(until.train_accuracy) == 1.0)
+    assert all(s % 3 == 0 for s in until.steps)  # whole epochs only
+    with pytest.raises(ValueError, match="check_every"):
+        train_sequentially(_mlp(64, seq), seq, Budget(epochs=1), lr=0.1, check_every="batch")
+    with pytest.raises(ValueError, match="batch_size"):
+        train_sequentially(_mlp(64, seq), seq, Budget(epochs=1), lr=0.1, check_every="epoch")
+
+
+PRACTICAL_CONTROL = '''
+import importlib.util
+
+import pytest
+from ntkcheck.continual import permuted_tasks, task_sequence
+from ntkcheck.data import load_dataset
+
+_spec = importlib.util.spec_from_file_location("continual_claims", {claims!r})
+cl = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cl)
+
+def _identical(device):
+    t0 = cl.practical_tasks(device)[0]
+    n = 300
+    return task_sequence([(t0.x_train[:n], t0.y_train[:n], t0.x_test, t0.y_test)] * 3)
+
+@pytest.mark.claim(**cl.{claim})
+def test_control(ntk_sweep, ntk_device, ntk_measure, ntk_profile):
+    if "{control}" == "identical":
+        cl.practical_forgetting(cl.{claim}, cl.PAPER_MLP, ntk_sweep, ntk_device, ntk_measure,
+                                ntk_profile, tasks=_identical(ntk_device))
+    else:  # a width-32 network at every swept width: width cannot matter
+        small = permuted_tasks(load_dataset("digits", n=500, seed=0, device=ntk_device), 3,
+                               n_train=300, seed=0)
+        cl.practical_forgetting(cl.{claim}, cl.PAPER_MLP, ntk_sweep, ntk_device, ntk_measure,
+                                ntk_profile, tasks=small, trained_width=32)
+'''
+
+
+@pytest.mark.parametrize(("claim", "control"), [
+    ("SHORT", "fixed-width"), ("CONVERGED_CLAIM", "fixed-width"),
+    ("CONVERGED_CLAIM", "identical"),
+])
+def test_negative_controls_of_the_practical_claims(pytester, claim, control):
+    """The real claim code where width cannot reduce forgetting, so "decreases with width"
+    must fail: a width-32 network (300 training digits per task) recorded at every swept
+    width; and (converged) three copies of one task, learned to the target on the first, so
+    later tasks take no step and nothing is forgotten at any width."""
+    from pathlib import Path
+    claims = str(Path(__file__).resolve().parents[1] / "claims" / "test_continual.py")
+    pytester.makepyfile(test_practical_control=PRACTICAL_CONTROL.format(claims=claims,
+                                                                        claim=claim,
+                                                                        control=control))
+    result = pytester.runpytest("--ntk-profile", "smoke", "--ntk-widths", "16,32,64",
+                                "--ntk-seeds", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*fails the trend test, not shown decreasing*"])
+    import json
+    records = [json.loads(x) for x in
+               (pytester.path / "reports" / "latest" / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 6
+    if control == "identical":
+        assert all(r["n_train"] == 300 and r["value"] == 0.0 for r in records)
+    else:
+        assert all(r["trained_width"] == 32 and r["n_train"] == 300 for r in records)
