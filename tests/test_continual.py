@@ -111,27 +111,27 @@ def test_output_forgetting_by_hand():
 # ----------------------------------------------------------------------------- tasks
 
 
-def test_permuted_tasks_permute_the_same_images(ntk_digits):
-    seq = permuted_tasks(ntk_digits, 3, n_train=40, n_test=50, seed=1)
+def test_permuted_tasks_permute_the_same_images(digits):
+    seq = permuted_tasks(digits, 3, n_train=40, n_test=50, seed=1)
     assert len(seq) == 3 and seq.scenario == "domain" and seq.n_outputs == 10
-    torch.testing.assert_close(seq[0].x_train, ntk_digits.x[:40])
-    torch.testing.assert_close(seq[0].x_test, ntk_digits.x[40:90])
+    torch.testing.assert_close(seq[0].x_train, digits.x[:40])
+    torch.testing.assert_close(seq[0].x_test, digits.x[40:90])
     for t in seq:
         assert t.head == tuple(range(10))
-        torch.testing.assert_close(t.y_train, ntk_digits.y[:40])
+        torch.testing.assert_close(t.y_train, digits.y[:40])
         a = t.x_train.reshape(40, -1).sort(dim=1).values
-        torch.testing.assert_close(a, ntk_digits.x[:40].reshape(40, -1).sort(dim=1).values)
+        torch.testing.assert_close(a, digits.x[:40].reshape(40, -1).sort(dim=1).values)
     assert not torch.equal(seq[1].x_train, seq[2].x_train)
-    again = permuted_tasks(ntk_digits, 3, n_train=40, n_test=50, seed=1)
+    again = permuted_tasks(digits, 3, n_train=40, n_test=50, seed=1)
     torch.testing.assert_close(again[2].x_test, seq[2].x_test)
     targets = seq[0].train_targets()
     assert targets.shape == (40, 10) and torch.allclose(targets.sum(1), torch.zeros(40,
                                                                                   dtype=targets.dtype))
 
 
-def test_rotated_tasks_rotate_counter_clockwise(ntk_digits):
-    seq = rotated_tasks(ntk_digits, (0, 90), n_train=10, n_test=10)
-    torch.testing.assert_close(seq[0].x_train, ntk_digits.x[:10])
+def test_rotated_tasks_rotate_counter_clockwise(digits):
+    seq = rotated_tasks(digits, (0, 90), n_train=10, n_test=10)
+    torch.testing.assert_close(seq[0].x_train, digits.x[:10])
     img = torch.zeros((1, 1, 8, 8), dtype=torch.float64)
     img[0, 0, 0, 7] = 1.0  # top right
     one = load_dataset("digits", n=2, seed=0)
@@ -140,23 +140,23 @@ def test_rotated_tasks_rotate_counter_clockwise(ntk_digits):
     assert float(rot[0, 0]) == pytest.approx(1.0) and float(rot.sum()) == pytest.approx(1.0)
 
 
-def test_split_tasks_task_and_class_incremental(ntk_digits):
-    seq = split_tasks(ntk_digits, n_train=8, n_test=8)
+def test_split_tasks_task_and_class_incremental(digits):
+    seq = split_tasks(digits, n_train=8, n_test=8)
     assert seq.scenario == "task" and seq.n_outputs == 10 and len(seq) == 5
     for t, task in enumerate(seq):
         assert task.head == (2 * t, 2 * t + 1)
         assert set(task.y_train.tolist()) <= {0, 1}
-    cls = split_tasks(ntk_digits, [(3, 5), (7,)], scenario="class", n_train=6, n_test=4)
+    cls = split_tasks(digits, [(3, 5), (7,)], scenario="class", n_train=6, n_test=4)
     assert cls.n_outputs == 10 and cls[0].head == tuple(range(10))
     assert set(cls[0].y_train.tolist()) <= {3, 5} and set(cls[1].y_test.tolist()) == {7}
     with pytest.raises(ValueError):
-        split_tasks(ntk_digits, [(0, 1), (1, 2)], n_train=4)
+        split_tasks(digits, [(0, 1), (1, 2)], n_train=4)
     with pytest.raises(ValueError):
-        split_tasks(ntk_digits, scenario="domain", n_train=4)
+        split_tasks(digits, scenario="domain", n_train=4)
 
 
-def test_user_task_sequence(ntk_digits):
-    x, y = ntk_digits.x.reshape(160, -1).numpy(), ntk_digits.y.numpy()
+def test_user_task_sequence(digits):
+    x, y = digits.x.reshape(160, -1).numpy(), digits.y.numpy()
     seq = task_sequence([(x[:20], y[:20] % 2), (x[20:40], y[20:40] % 3)], scenario="task")
     assert seq.n_outputs == 5 and seq[0].head == (0, 1) and seq[1].head == (2, 3, 4)
     torch.testing.assert_close(seq[0].x_test, seq[0].x_train)  # (X, y): tested on train data
@@ -185,8 +185,8 @@ def _mlp(width, seq, seed=0, depth=1):
         seed=seed, input_shape=seq.input_shape, out_features=seq.n_outputs)
 
 
-def test_train_until_accuracy_and_epoch_budget(ntk_digits):
-    seq = permuted_tasks(ntk_digits, 2, n_train=24, n_test=40)
+def test_train_until_accuracy_and_epoch_budget(digits):
+    seq = permuted_tasks(digits, 2, n_train=24, n_test=40)
     res = train_sequentially(_mlp(128, seq), seq, Budget(target_accuracy=1.0, max_epochs=500),
                              lr=2.0)
     assert res.reached == [True, True] and np.all(np.diag(res.train_accuracy) == 1.0)
@@ -199,11 +199,11 @@ def test_train_until_accuracy_and_epoch_budget(ntk_digits):
     assert sgd.steps == [6, 6]  # ceil(24 / 10) steps per epoch
     with pytest.raises(ValueError, match="outputs"):
         train_sequentially(nn.Linear(64, 3).double(), task_sequence(
-            [(ntk_digits.x.reshape(160, -1)[:10], ntk_digits.y[:10])]), Budget(epochs=1), lr=0.1)
+            [(digits.x.reshape(160, -1)[:10], digits.y[:10])]), Budget(epochs=1), lr=0.1)
 
 
-def test_task_incremental_heads_leave_other_heads_alone(ntk_digits):
-    seq = split_tasks(ntk_digits, [(0, 1), (2, 3)], n_train=10, n_test=10)
+def test_task_incremental_heads_leave_other_heads_alone(digits):
+    seq = split_tasks(digits, [(0, 1), (2, 3)], n_train=10, n_test=10)
     net = _mlp(64, seq)
     readout = net[-1].weight
     before = readout.detach().clone()
@@ -223,11 +223,11 @@ def _lr(ntk):
 
 
 @pytest.mark.parametrize("scenario", ["domain", "task"])
-def test_linear_model_matches_the_ntk_overlap_prediction(ntk_digits, scenario):
+def test_linear_model_matches_the_ntk_overlap_prediction(digits, scenario):
     if scenario == "domain":
-        seq = permuted_tasks(ntk_digits, 3, n_train=16, n_test=8)
+        seq = permuted_tasks(digits, 3, n_train=16, n_test=8)
     else:
-        seq = split_tasks(ntk_digits, [(0, 1), (2, 3), (4, 5)], n_train=12, n_test=4)
+        seq = split_tasks(digits, [(0, 1), (2, 3), (4, 5)], n_train=12, n_test=4)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, seq.n_outputs)).double()
     ntk = task_ntk(model, seq)
@@ -249,8 +249,8 @@ def test_linear_model_matches_the_ntk_overlap_prediction(ntk_digits, scenario):
     np.testing.assert_allclose(moved, pred.displacement, rtol=1e-6)
 
 
-def test_linearized_network_matches_the_prediction_and_the_bound(ntk_digits):
-    seq = permuted_tasks(ntk_digits, 3, n_train=12, n_test=8)
+def test_linearized_network_matches_the_prediction_and_the_bound(digits):
+    seq = permuted_tasks(digits, 3, n_train=12, n_test=8)
     net = _mlp(64, seq, seed=3)
     ntk = task_ntk(net, seq)
     lr = _lr(ntk)
@@ -265,8 +265,8 @@ def test_linearized_network_matches_the_prediction_and_the_bound(ntk_digits):
     assert np.all(drift <= bound * (1 + 1e-9)) and np.all(drift > 0)
 
 
-def test_principal_angles_match_explicit_jacobians(ntk_digits):
-    seq = split_tasks(ntk_digits, [(0, 1), (2, 3), (4, 5)], scenario="class", n_train=5,
+def test_principal_angles_match_explicit_jacobians(digits):
+    seq = split_tasks(digits, [(0, 1), (2, 3), (4, 5)], scenario="class", n_train=5,
                       n_test=2)
     net = _mlp(16, seq)
     ntk = task_ntk(net, seq)
