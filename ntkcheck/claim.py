@@ -21,12 +21,15 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-__all__ = ["Claim", "ClaimError", "MARKER_KEYS", "RECORD_COLUMNS", "SCALES", "TRENDS",
+__all__ = ["Claim", "ClaimError", "MARKER_KEYS", "DOMAINS", "RECORD_COLUMNS", "SCALES", "TRENDS",
            "SETTINGS", "record_schema", "width_verdict_schema", "arch_verdict_schema"]
 
 #: Keywords the ``claim`` marker accepts.
 MARKER_KEYS = ("id", "statement", "source", "metric", "tolerance", "rate", "units", "direction",
-               "scale", "trend", "setting")
+               "scale", "trend", "setting", "domain")
+#: Domains the report writes a finding for (the seed paper's sections), in its order; the
+#: ``domain`` key may name others (they get a finding of their own).
+DOMAINS = ("kernel-regime", "optimization", "uncertainty", "continual")
 #: Values of the ``setting`` key: the theory's setting (default) or a practical one.
 SETTINGS = ("theory", "practical")
 #: Values of the ``scale`` key: how the verdict fits the metric against width.
@@ -67,6 +70,11 @@ class Claim:
             parametrization, Adam, ...). It does not change how the test is judged; the
             report tags practical rows and the claim's status comes from its theory tests
             (:mod:`ntkcheck.runs.outcomes`).
+        domain: The part of the theory the claim belongs to, for the report's findings:
+            one of :data:`DOMAINS` (``"kernel-regime"``: the kernel at initialization and
+            lazy training; ``"optimization"``, ``"uncertainty"``, ``"continual"``: the seed
+            paper's Sec. 3.1, 3.2, 3.3) or another lowercase id; None (default): the report
+            looks the claim id up in :data:`ntkcheck.report.findings.DOMAIN_OF`.
 
     """
 
@@ -81,6 +89,7 @@ class Claim:
     scale: str = "log"
     trend: str | None = None
     setting: str = "theory"
+    domain: str | None = None
 
     @classmethod
     def from_marker_kwargs(cls, kwargs: Mapping[str, Any], where: str = "") -> Claim:
@@ -90,7 +99,7 @@ class Claim:
             ClaimError: Unknown or missing keys, a malformed id, a non-numeric or non-finite
                 tolerance or rate, a direction other than "below"/"above", a scale other
                 than "log"/"semilog", a trend other than None/"decreasing"/"increasing", or a
-                setting other than "theory"/"practical".
+                setting other than "theory"/"practical", or a domain that is not a lowercase id.
 
         """
         at = f" on {where}" if where else ""
@@ -132,10 +141,14 @@ class Claim:
         if setting not in SETTINGS:
             raise ClaimError(f"claim marker{at}: setting must be one of {SETTINGS}, "
                              f"got {setting!r}")
+        domain = kwargs.get("domain")
+        if domain is not None and (not isinstance(domain, str) or not _ID.match(domain)):
+            raise ClaimError(f"claim marker{at}: domain must be None or a lowercase id such as "
+                             f"one of {DOMAINS}, got {domain!r}")
         return cls(id=cid, statement=kwargs["statement"], source=kwargs["source"],
                    metric=kwargs["metric"], tolerance=values["tolerance"],  # type: ignore[arg-type]
                    rate=values["rate"], units=kwargs.get("units", ""), direction=direction,
-                   scale=scale, trend=trend, setting=setting)
+                   scale=scale, trend=trend, setting=setting, domain=domain)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Claim:
@@ -155,6 +168,8 @@ class Claim:
     def to_dict(self) -> dict[str, Any]:
         """The claim as a dict of builtin types (``scale``, ``trend``, ``setting``: if set)."""
         d = asdict(self)
+        if d["domain"] is None:
+            del d["domain"]
         if d["setting"] == "theory":
             del d["setting"]
         if d["scale"] == "log":
@@ -225,7 +240,8 @@ def width_verdict_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrame
     """The pandera schema of a per-width verdict table (``width_verdicts.csv``).
 
     Columns are :data:`ntkcheck.verdict.WIDTH_COLUMNS`: ``mean`` finite, ``std`` nullable (one
-    seed), ``n`` at least 1, ``holds`` boolean; ``claim_id`` among ``claim_ids`` when given.
+    seed), ``n`` at least 1, ``holds`` boolean, ``depth`` positive or NaN; ``claim_id`` among
+    ``claim_ids`` when given.
     (claim_id, arch_id, width) is unique.
     """
     finite = pa.Check(lambda s: pd.Series(s, dtype=float).map(math.isfinite),
@@ -239,6 +255,7 @@ def width_verdict_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrame
             "std": pa.Column(float, pa.Check.ge(0), nullable=True),
             "n": pa.Column(int, pa.Check.ge(1)),
             "holds": pa.Column(bool),
+            "depth": pa.Column(float, pa.Check.gt(0), nullable=True),
         },
         unique=["claim_id", "arch_id", "width"],
         strict=True,
@@ -252,8 +269,12 @@ def arch_verdict_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameS
     Columns are :data:`ntkcheck.verdict.ARCH_COLUMNS`. ``holds_from_width`` is NaN when the
     claim fails at the widest width; the fit's columns are NaN without a fit;
     ``rate_consistent`` is a nullable boolean; ``extrapolated_width`` is non-negative or NaN
-    (``inf`` when the trend moves away from the tolerance). (claim_id, arch_id) is unique.
+    (``inf`` when the trend moves away from the tolerance); ``verdict`` among
+    :data:`ntkcheck.verdict.VERDICTS`; ``rate_contradicted`` a nullable boolean;
+    ``width_needed`` positive or NaN; ``depth`` positive or NaN. (claim_id, arch_id) is unique.
     """
+    from ntkcheck.verdict import VERDICTS
+
     fit = {c: pa.Column(float, nullable=True)
            for c in ("slope", "slope_low", "slope_high", "intercept", "predicted_rate")}
     return pa.DataFrameSchema(
@@ -266,6 +287,12 @@ def arch_verdict_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrameS
             **fit,
             "rate_consistent": pa.Column("boolean", nullable=True),
             "extrapolated_width": pa.Column(float, pa.Check.ge(0), nullable=True),
+            "depth": pa.Column(float, pa.Check.gt(0), nullable=True),
+            "verdict": pa.Column(str, pa.Check.isin(VERDICTS)),
+            **{c: pa.Column(float, nullable=True)
+               for c in ("tail_slope", "tail_low", "tail_high")},
+            "rate_contradicted": pa.Column("boolean", nullable=True),
+            "width_needed": pa.Column(float, pa.Check.gt(0), nullable=True),
             "message": pa.Column(str),
         },
         unique=["claim_id", "arch_id"],

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from ntkcheck.metrics import extrapolate_width, fit_rate, relative_frobenius_error
+from ntkcheck.metrics import (
+    HANIN_NICA_EXPONENT,
+    RateFit,
+    extrapolate_width,
+    fit_depth_law,
+    fit_rate,
+    fit_tail_rate,
+    rate_contradicted,
+    relative_frobenius_error,
+)
 
 
 def test_fit_rate_recovers_an_exact_power_law():
@@ -73,3 +82,57 @@ def test_semilog_fit_recovers_a_logarithmic_trend_of_any_sign():
     assert math.isnan(extrapolate_width(fit, 0.0, direction="above", scale="semilog"))
     with pytest.raises(ValueError, match="scale"):
         fit_rate(widths, values, scale="loglog")
+
+
+def test_tail_rate_is_the_two_widest_widths_pooled_two_sample_slope():
+    """The tail slope equals the difference of the mean log-values over the log width ratio,
+    and its interval is the pooled two-sample t-interval (the seeds' spread), by hand."""
+    rng = np.random.default_rng(1)
+    w = np.repeat([64.0, 256.0, 1024.0, 4096.0], 3)
+    v = 0.5 * w ** -0.5 * np.exp(0.1 * rng.standard_normal(len(w)))
+    tail = fit_tail_rate(w, v)
+    a, b = np.log(v[w == 1024.0]), np.log(v[w == 4096.0])
+    dx = math.log(4.0)
+    slope = (b.mean() - a.mean()) / dx
+    pooled = (np.sum((a - a.mean()) ** 2) + np.sum((b - b.mean()) ** 2)) / (len(a) + len(b) - 2)
+    se = math.sqrt(pooled * (1 / len(a) + 1 / len(b))) / dx
+    t975 = 2.7764451051977987  # Student t quantile, 4 degrees of freedom (tables)
+    assert tail.n == 6 and tail.slope == pytest.approx(slope, rel=1e-12)
+    assert tail.slope_high - tail.slope == pytest.approx(t975 * se, rel=1e-9)
+    assert tail.slope - tail.slope_low == pytest.approx(t975 * se, rel=1e-9)
+
+
+def test_tail_rate_needs_two_widths_and_a_spread_for_its_interval():
+    assert math.isnan(fit_tail_rate([64, 64], [0.1, 0.2]).slope)
+    one_seed = fit_tail_rate([64, 256, 1024], [0.4, 0.2, 0.1])
+    assert one_seed.slope == pytest.approx(-0.5) and math.isnan(one_seed.slope_low)
+    assert rate_contradicted(one_seed, -0.5) is None  # no spread to judge by
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_tail_rate([64, 256], [0.1, 0.1], n_widest=1)
+
+
+def test_rate_contradicted_on_the_flat_side_of_half_the_prediction_only():
+    def tail(lo, hi):
+        return RateFit((lo + hi) / 2, 0.0, lo, hi, 6)
+    assert rate_contradicted(tail(-0.1, 0.1), -1.0)          # a plateau
+    assert rate_contradicted(tail(-0.24, -0.1), -0.5)        # flatter than -0.25 throughout
+    assert not rate_contradicted(tail(-0.3, -0.1), -0.5)     # reaches -0.25: cannot tell
+    assert not rate_contradicted(tail(-2.5, -1.5), -1.0)     # steeper than predicted
+    assert rate_contradicted(tail(0.0, 0.2), 1.0) and not rate_contradicted(tail(0.4, 1.2), 1.0)
+    assert rate_contradicted(tail(-0.1, 0.1), 0.0) is None   # a plateau is the prediction
+    assert rate_contradicted(tail(-0.1, 0.1), None) is None
+    exact = RateFit(-0.5, 0.0, -0.5, -0.5, 6)                # zero spread, exactly at the rate
+    assert not rate_contradicted(exact, -0.5)
+
+
+def test_depth_law_of_hanin_nica_scaling_has_exponent_one():
+    """error = sqrt(5 depth / width) (Hanin & Nica's relative fluctuation for small
+    depth/width) reaches a tolerance eps at width 5 depth / eps^2: exponent 1."""
+    depths = [1, 2, 4, 8]
+    needed = [5 * d / 0.1 ** 2 for d in depths]
+    law = fit_depth_law(depths, needed)
+    assert law.exponent == pytest.approx(HANIN_NICA_EXPONENT, abs=1e-12)
+    assert law.predict(16) == pytest.approx(5 * 16 / 0.01, rel=1e-9)
+    two = fit_depth_law([1, 2], [100.0, 400.0])
+    assert two.exponent == pytest.approx(2.0) and math.isnan(two.exponent_low)
+    assert math.isnan(fit_depth_law([1, 2], [100.0, math.nan]).exponent)

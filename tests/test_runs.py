@@ -244,18 +244,24 @@ def test_compare_flags_a_claim_that_stopped_holding():
     assert cmp.failures(FailOn()) == ["claim 'c1' held in A but fails in B"]
     assert cmp.failures(FailOn(verdict=False, slope=0.2)) == []
     [line] = cmp.failures(FailOn(verdict=False, extrapolated=3.0))
-    assert "extrapolated width grew 4x" in line
+    assert "width needed grew 4x" in line
     # The reverse direction is an improvement, not a regression.
     assert compare_runs(b, a).failures(FailOn(extrapolated=3.0)) == []
 
 
 def test_compare_slope_threshold_and_new_or_gone_archs():
     flatter = records()
-    flatter["value"] = 0.05 * (flatter["width"] / 16.0) ** -0.1  # slope -0.1, still holds
+    # slope -0.3: still holds (steeper than half the predicted -0.5, so the rate rule passes)
+    flatter["value"] = 0.05 * (flatter["width"] / 16.0) ** -0.3
     cmp = compare_runs(make_run("a"), make_run("b", recs=flatter))
-    assert cmp.archs.iloc[0]["slope_change"] == pytest.approx(0.4, abs=0.01)
+    assert cmp.archs.iloc[0]["slope_change"] == pytest.approx(0.2, abs=0.01)
     assert cmp.failures(FailOn()) == []
-    assert "fitted slope moved by +0.4" in cmp.failures(FailOn(slope=0.2))[0]
+    assert "fitted slope moved by +0.2" in cmp.failures(FailOn(slope=0.1))[0]
+    # slope -0.1, below the tolerance: the rate contradicts the prediction, a regression
+    flat = records()
+    flat["value"] = 0.05 * (flat["width"] / 16.0) ** -0.1
+    cmp = compare_runs(make_run("a"), make_run("b", recs=flat))
+    assert cmp.failures(FailOn()) == ["claim 'c1' held in A but fails in B"]
     cmp = compare_runs(make_run("a"), make_run("b", recs=records(depths=(1, 3))))
     new = cmp.archs[cmp.archs["arch_id"] == "mlp-d3-relu"].iloc[0]
     assert new["verdict_a"] == "absent" and new["change"] == "new"

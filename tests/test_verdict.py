@@ -1,11 +1,20 @@
 import math
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from ntkcheck.claim import Claim
 from ntkcheck.report.grid import build_grid
 from ntkcheck.runs.writer import verdict_mark
-from ntkcheck.verdict import ARCH_COLUMNS, WIDTH_COLUMNS, compute_verdicts
+from ntkcheck.verdict import (
+    ARCH_COLUMNS,
+    DEPTH_COLUMNS,
+    WIDTH_COLUMNS,
+    compute_verdicts,
+    depth_laws,
+    series_id,
+)
 
 CLAIM = Claim(id="c", statement="s", source="s", metric="m", tolerance=0.1, rate=-0.5)
 
@@ -110,3 +119,148 @@ def test_fewer_than_three_widths_say_no_slope_was_fitted_not_that_the_trend_move
     (row,) = compute_verdicts(zeros, {"c": CLAIM})[1].itertuples()
     assert "3 widths measured: no slope fitted (needs 3 widths with positive values)" \
         in row.message
+
+
+# ----------------------------------------------------------------------------- the rate rule
+
+WIDE = (64, 256, 1024, 4096)
+RATED = Claim(id="c", statement="s", source="s", metric="m", tolerance=0.05, rate=-1.0)
+
+
+def _noisy(law, sigma, rng, seeds=3, widths=WIDE, arch="a", depth=1):
+    """Records of ``law(width)`` times log-normal seed noise of spread ``sigma``."""
+    return [dict(claim_id="c", arch_id=arch, width=w, seed=s, depth=depth,
+                 value=law(w) * math.exp(sigma * rng.standard_normal()))
+            for w in widths for s in range(seeds)]
+
+
+def _plateau(w):
+    """Falls like width^-1 up to 1024, then stops: flat from 1024 to 4096, below 0.05."""
+    return 20.0 / min(w, 1024)
+
+
+def test_a_clean_power_law_at_the_predicted_rate_holds():
+    rng = np.random.default_rng(0)
+    recs = pd.DataFrame(_noisy(lambda w: 40.0 / w, 0.05, rng))
+    (row,) = compute_verdicts(recs, {"c": RATED})[1].itertuples()
+    assert row.verdict == "holds" and row.holds_at_widest
+    assert row.rate_contradicted is False
+    assert row.tail_low < -1.0 < row.tail_high  # the tail's interval covers the prediction
+    assert math.isnan(row.extrapolated_width)  # it holds: nothing to extrapolate
+
+
+def test_a_plateau_below_the_tolerance_does_not_hold():
+    rng = np.random.default_rng(0)
+    recs = pd.DataFrame(_noisy(_plateau, 0.05, rng))
+    per_width, per_arch = compute_verdicts(recs, {"c": RATED})
+    assert per_width["holds"].tolist() == [False, False, True, True]  # below 0.05 at 1024+
+    (row,) = per_arch.itertuples()
+    assert row.verdict == "rate-contradicts" and not row.holds_at_widest
+    assert row.rate_contradicted is True and row.tail_high < 0.1 and row.tail_low > -0.5
+    assert math.isnan(row.holds_from_width) and math.isnan(row.extrapolated_width)
+    assert row.message.startswith(
+        "rate contradicts the theory: below the tolerance, but the slope over the widest "
+        "widths (1,024 to 4,096) is ")
+    assert "flatter than 0.5 x the predicted -1.00" in row.message
+    assert "; tolerance holds from width 1,024; fitted slope" in row.message
+    assert verdict_mark(row.holds_at_widest, row.message, row.verdict) == "RATE-CONTRADICTS"
+    grid = build_grid(recs, per_width, per_arch, ["c"], list(WIDE), {"a": "#000"}, {})
+    assert grid.rows[0].verdict_status == "contradicts"
+    # The plateau without a predicted rate, or with a predicted 0, holds.
+    for claim in (Claim(**{**RATED.to_dict(), "rate": None}),
+                  Claim(**{**RATED.to_dict(), "rate": 0.0})):
+        (row,) = compute_verdicts(recs, {"c": claim})[1].itertuples()
+        assert row.verdict == "holds"
+
+
+def test_noise_within_the_seeds_spread_does_not_flip_the_verdict():
+    """Seed noise of 10% (log-normal) on a power law at the predicted rate: the rate rule
+    must not call it a plateau (it tests at 95%, one side, against half the rate), while the
+    same noise on a plateau is still caught."""
+    rng = np.random.default_rng(12345)
+    law_verdicts = [compute_verdicts(pd.DataFrame(_noisy(lambda w: 40.0 / w, 0.1, rng)),
+                                     {"c": RATED})[1].iloc[0].verdict for _ in range(200)]
+    plateau_verdicts = [compute_verdicts(pd.DataFrame(_noisy(_plateau, 0.1, rng)),
+                                         {"c": RATED})[1].iloc[0].verdict for _ in range(200)]
+    assert law_verdicts.count("holds") >= 196  # 2.5% one-sided tests against -1/2: ~0 flips
+    assert plateau_verdicts.count("rate-contradicts") >= 190
+    # Shifting each width's seeds by up to one standard deviation of the seeds keeps the verdict.
+    base = _noisy(lambda w: 40.0 / w, 0.1, np.random.default_rng(3))
+    sd = pd.DataFrame(base).groupby("width")["value"].std()
+    for sign in (+1, -1):
+        shifted = [dict(r, value=r["value"] + sign * (-1) ** i * sd[r["width"]])
+                   for i, r in enumerate(base)]
+        assert compute_verdicts(pd.DataFrame(shifted), {"c": RATED})[1].iloc[0].verdict \
+            == "holds"
+
+
+def test_the_rate_rule_needs_a_spread_and_a_log_scale():
+    one_seed = pd.DataFrame(_noisy(_plateau, 0.05, np.random.default_rng(0), seeds=1))
+    (row,) = compute_verdicts(one_seed, {"c": RATED})[1].itertuples()
+    assert row.rate_contradicted is None and row.verdict == "holds"
+    deterministic = pd.DataFrame(_noisy(_plateau, 0.0, np.random.default_rng(0)))
+    (row,) = compute_verdicts(deterministic, {"c": RATED})[1].itertuples()
+    assert row.verdict == "rate-contradicts"  # zero spread: the slope itself, exactly 0
+
+
+def test_a_claim_that_holds_everywhere_has_no_extrapolated_or_needed_width():
+    """Issue 19 saw an extrapolated width of 5.0e-188 printed for a claim that held: a nearly
+    flat fit crosses the tolerance far below the sweep. Neither column may carry it."""
+    recs = pd.DataFrame(_records({64: [0.010, 0.011], 256: [0.0100, 0.0104],
+                                  1024: [0.0099, 0.0101]}))
+    unrated = Claim(**{**CLAIM.to_dict(), "rate": None})  # (with a rate: a plateau)
+    (row,) = compute_verdicts(recs, {"c": unrated})[1].itertuples()
+    assert row.holds_at_widest
+    assert math.isnan(row.extrapolated_width) and math.isnan(row.width_needed)
+    assert "extrapolated" not in row.message
+
+
+def test_width_needed_is_the_fitted_crossing_inside_or_beyond_the_sweep():
+    recs = pd.DataFrame(_records({16: [0.5], 64: [0.25], 256: [0.125], 1024: [0.0625]}))
+    (row,) = compute_verdicts(recs, {"c": CLAIM})[1].itertuples()  # 2/sqrt(w) = 0.1 at 400
+    assert row.width_needed == pytest.approx(400.0) and math.isnan(row.extrapolated_width)
+    tight = Claim(**{**CLAIM.to_dict(), "tolerance": 0.05})  # at 1600: beyond the sweep
+    (row,) = compute_verdicts(recs, {"c": tight})[1].itertuples()
+    assert row.width_needed == pytest.approx(1600.0) == row.extrapolated_width
+
+
+# ----------------------------------------------------------------------------- depth
+
+
+def test_verdicts_carry_depth_and_the_depth_law_recovers_the_exponent():
+    """error = sqrt(5 depth / width) (Hanin & Nica's scaling) needs width 5 depth / eps^2:
+    exponent 1 (consistent); error = depth / sqrt(width) needs depth^2: exponent 2."""
+    rng = np.random.default_rng(0)
+    claim = Claim(id="c", statement="s", source="s", metric="m", tolerance=0.1, rate=-0.5)
+    recs = []
+    for d in (1, 2, 4, 8):
+        recs += _noisy(lambda w, d=d: math.sqrt(5 * d / w), 0.1, rng, arch=f"mlp-d{d}-relu",
+                       depth=d)
+        recs += _noisy(lambda w, d=d: d / math.sqrt(w), 0.1, rng, arch=f"mlp-d{d}-erf",
+                       depth=d)
+    per_width, per_arch = compute_verdicts(pd.DataFrame(recs), {"c": claim})
+    assert sorted(per_width["depth"].unique()) == [1, 2, 4, 8]
+    row = per_arch.set_index("arch_id").loc["mlp-d4-relu"]
+    assert row.depth == 4 and row.width_needed == pytest.approx(2000, rel=0.1)
+    laws = depth_laws(per_arch).set_index("series")
+    assert list(laws.columns) == DEPTH_COLUMNS[:1] + DEPTH_COLUMNS[2:]
+    relu, erf = laws.loc["mlp-relu"], laws.loc["mlp-erf"]
+    assert relu.exponent == pytest.approx(1.0, abs=0.15)  # 10% seed noise
+    assert relu.depths == "1, 2, 4, 8" and relu.n_depths == 4
+    assert erf.exponent == pytest.approx(2.0, abs=0.15) and not bool(erf.consistent)
+    exact = [dict(r, value=math.sqrt(5 * r["depth"] / r["width"])) for r in recs
+             if "relu" in r["arch_id"]]
+    (law,) = depth_laws(compute_verdicts(pd.DataFrame(exact), {"c": claim})[1]).itertuples()
+    assert law.exponent == pytest.approx(1.0, abs=1e-9) and law.consistent
+    assert "consistent with Hanin & Nica 2019's depth^1" in law.message
+    # Depth 1 of the relu series holds below the narrowest width: left out, and said.
+    easy = [r for r in recs if r["arch_id"] != "mlp-d1-relu"] + _noisy(
+        lambda w: 0.001 * w ** -0.5, 0.02, rng, arch="mlp-d1-relu", depth=1)
+    laws = depth_laws(compute_verdicts(pd.DataFrame(easy), {"c": claim})[1]).set_index(
+        "series")
+    assert laws.loc["mlp-relu"].depths == "2, 4, 8"
+    assert "depth 1: the fit reaches the tolerance below the sweep or never" in \
+        laws.loc["mlp-relu"].message
+    assert series_id("cnn-d12-relu-ntk-b-gap") == "cnn-relu-ntk-b-gap"
+    assert series_id("mine") == "mine"
+    assert depth_laws(per_arch[per_arch["depth"] == 1]).empty  # one depth: no law

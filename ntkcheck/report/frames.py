@@ -14,11 +14,12 @@ RECORD_COLUMNS = (
     "bias", "weight_std", "bias_std", "width", "seed", "value", "profile", "device",
     "dtype", "elapsed_s", "nodeid", "setting",
 )  # fmt: skip
-WIDTH_VERDICT_COLUMNS = ("claim_id", "arch_id", "width", "mean", "std", "n", "holds")
+WIDTH_VERDICT_COLUMNS = ("claim_id", "arch_id", "width", "mean", "std", "n", "holds", "depth")
 ARCH_VERDICT_COLUMNS = (
     "claim_id", "arch_id", "widest_width", "holds_at_widest", "holds_from_width", "slope",
     "slope_low", "slope_high", "intercept", "predicted_rate", "rate_consistent",
-    "extrapolated_width", "message",
+    "extrapolated_width", "depth", "verdict", "tail_slope", "tail_low", "tail_high",
+    "rate_contradicted", "width_needed", "message",
 )  # fmt: skip
 
 

@@ -17,7 +17,9 @@ class GridCell:
     """One (claim, architecture, width) cell.
 
     Attributes:
-        status: ``holds``, ``fails`` or ``missing`` (the CSS class).
+        status: ``holds``, ``fails``, ``contradicts`` (within the tolerance, but the
+            architecture's rate contradicts the theory: :mod:`ntkcheck.verdict`) or
+            ``missing`` (the CSS class).
         text: The mean value with 3 significant digits ("" when not measured).
         title: Tooltip text.
 
@@ -55,8 +57,28 @@ def _status(holds: Any) -> str:
     return "holds" if bool(holds) else "fails"
 
 
+#: CSS class of each verdict of :data:`ntkcheck.verdict.VERDICTS`.
+VERDICT_STATUS = {"holds": "holds", "fails": "fails", "rate-contradicts": "contradicts",
+                  "incomplete": "missing"}
+
+
+def verdict_status(row: Mapping[str, Any]) -> str:
+    """The CSS class of a (claim, architecture) verdict row.
+
+    From its ``verdict`` column; rows of older tables without one: ``missing`` for an
+    incomplete widest width, else from ``holds_at_widest``.
+    """
+    verdict = row.get("verdict")
+    if not fmt.is_missing(verdict) and str(verdict) in VERDICT_STATUS:
+        return VERDICT_STATUS[str(verdict)]
+    message = row.get("message")
+    if not fmt.is_missing(message) and str(message).startswith("incomplete:"):
+        return "missing"  # not judged
+    return _status(row.get("holds_at_widest"))
+
+
 def _cell(verdict: Mapping[str, Any] | None, rec_values: pd.Series | None,
-          not_measured: str = "", why: str = "") -> GridCell:
+          not_measured: str = "", why: str = "", contradicts: bool = False) -> GridCell:
     why = why or not_measured
     if verdict is None and not_measured:
         return GridCell("missing", not_measured, why)
@@ -68,7 +90,11 @@ def _cell(verdict: Mapping[str, Any] | None, rec_values: pd.Series | None,
         if not fmt.is_missing(n):
             title += f", {int(n)} seed{'s' if int(n) != 1 else ''}"
         status = _status(verdict.get("holds"))
-        title += {"holds": ": holds", "fails": ": fails", "missing": ": not judged"}[status]
+        if status == "holds" and contradicts:
+            status = "contradicts"
+        title += {"holds": ": holds", "fails": ": fails", "missing": ": not judged",
+                  "contradicts": ": within the tolerance, but the rate contradicts the "
+                                 "theory"}[status]
         if not_measured:
             title += f"; other seeds {why}"
         return GridCell(status, fmt.sig(verdict.get("mean"), 3), title)
@@ -175,19 +201,19 @@ def build_grid(
             rows.append(GridRow(claim, fmt.DASH, "", cells, verdict, "missing"))
             continue
         for arch in archs:
-            cells = [
-                _cell(wv.get((claim, arch, w)), rec_groups.get((claim, arch, w)),
-                      not_measured.get((claim, arch, w), ""), why.get((claim, arch, w), ""))
-                for w in widths
-            ]
             verdict_row = av.get((claim, arch))
             if verdict_row is None:
                 verdict, status = "not judged", "missing"
             else:
                 message = verdict_row.get("message")
                 verdict = "" if fmt.is_missing(message) else str(message)
-                status = ("missing" if verdict.startswith("incomplete:")  # not judged
-                          else _status(verdict_row.get("holds_at_widest")))
+                status = verdict_status(verdict_row)
+            cells = [
+                _cell(wv.get((claim, arch, w)), rec_groups.get((claim, arch, w)),
+                      not_measured.get((claim, arch, w), ""), why.get((claim, arch, w), ""),
+                      contradicts=status == "contradicts")
+                for w in widths
+            ]
             rows.append(GridRow(claim, arch, colors.get(arch, ""), cells, verdict, status,
                                 settings.get((claim, arch), "theory")))
     return Grid(widths=widths, rows=rows)

@@ -108,14 +108,18 @@ def _arch_fit(row: Mapping[str, Any], color: str, setting: str = "theory") -> Ar
     interval = fmt.DASH
     if not (fmt.is_missing(low) or fmt.is_missing(high)):
         interval = f"[{fmt.sig(low, 3)}, {fmt.sig(high, 3)}]"
+    from ntkcheck.report.grid import verdict_status
+
     extrapolated = row.get("extrapolated_width")
     holds = row.get("holds_at_widest")
+    status = verdict_status(row)
     return ArchFit(
         arch_id=str(row.get("arch_id")),
         color=color,
-        status="missing" if fmt.is_missing(holds) else ("holds" if holds else "fails"),
+        status=status,
         widest_width=fmt.width(row.get("widest_width")),
-        holds_at_widest=fmt.yesno(holds),
+        holds_at_widest=("no: rate contradicts" if status == "contradicts"
+                         else fmt.yesno(holds)),
         slope=fmt.sig(row.get("slope"), 3),
         interval=interval,
         predicted_rate=fmt.sig(row.get("predicted_rate"), 3),

@@ -33,8 +33,10 @@ class FailOn:
     Attributes:
         verdict: A claim that holds in A does not hold in B (fails, or errors).
         slope: A (claim, architecture) fitted slope moved by more than this (absolute), or None.
-        extrapolated: A (claim, architecture) extrapolated width grew by more than this factor
-            (B / A), or None.
+        extrapolated: A (claim, architecture) width needed grew by more than this factor
+            (B / A), or None: the width at which the fitted rate law reaches the tolerance
+            (``width_needed`` of :func:`ntkcheck.verdict.arch_verdicts`, interpolated inside
+            the sweep, extrapolated beyond it).
 
     """
 
@@ -111,7 +113,7 @@ class Comparison:
                            f"more than {fail_on.slope:g}")
             if (fail_on.extrapolated is not None and math.isfinite(r.extrapolated_ratio)
                     and r.extrapolated_ratio > fail_on.extrapolated):
-                out.append(f"claim {r.claim_id!r}, {r.arch_id}: extrapolated width grew "
+                out.append(f"claim {r.claim_id!r}, {r.arch_id}: width needed grew "
                            f"{r.extrapolated_ratio:.3g}x ({r.extrapolated_a:.3g} -> "
                            f"{r.extrapolated_b:.3g}), more than {fail_on.extrapolated:g}x")
         return out
@@ -168,7 +170,7 @@ def compare_runs(a: Run, b: Run) -> Comparison:
     claims["change"] = [_change(x, y) for x, y in zip(claims["status_a"], claims["status_b"])]
 
     key = ["claim_id", "arch_id"]
-    cols = key + ["holds_at_widest", "slope", "extrapolated_width", "message"]
+    cols = key + ["holds_at_widest", "slope", "width_needed", "message"]
     merged = pd.merge(av_a[cols], av_b[cols], on=key, how="outer", suffixes=("_a", "_b"),
                       indicator=True, sort=True)
     rows = []
@@ -178,7 +180,7 @@ def compare_runs(a: Run, b: Run) -> Comparison:
         vb = ("absent" if r["_merge"] == "left_only"
               else "holds" if bool(r["holds_at_widest_b"]) else "fails")
         sa, sb = _num(r["slope_a"]), _num(r["slope_b"])
-        ea, eb = _num(r["extrapolated_width_a"]), _num(r["extrapolated_width_b"])
+        ea, eb = _num(r["width_needed_a"]), _num(r["width_needed_b"])
         ratio = eb / ea if math.isfinite(ea) and math.isfinite(eb) and ea > 0 else math.nan
         message = r["message_b"] if isinstance(r["message_b"], str) else ""
         rows.append({"claim_id": r["claim_id"], "arch_id": r["arch_id"], "verdict_a": va,

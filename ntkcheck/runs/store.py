@@ -805,7 +805,7 @@ def _run_folders(reports: Path) -> list[Path]:
 
 #: Columns of :func:`list_runs`.
 LIST_COLUMNS = ["run_id", "date", "profile", "device", "commit", "records", "tests", "passed",
-                "failed", "practical_failed", "complete", "latest"]
+                "failed", "rate_contradicts", "practical_failed", "complete", "latest"]
 
 
 def _latest_id(reports: Path) -> str | None:
@@ -819,6 +819,19 @@ class RunSkippedWarning(UserWarning):
     """``list_runs`` left out a run folder whose files cannot be read (the message says why)."""
 
 
+def _rate_contradicts(run: Run) -> int:
+    """Claims with a theory-setting architecture whose verdict is ``rate-contradicts``."""
+    _, av = run.verdicts()
+    if not len(av) or "verdict" not in av.columns:
+        return 0
+    n = 0
+    for cid in sorted(set(av["claim_id"].astype(str))):
+        theory, practical = _setting_rows(run, cid)
+        rows = theory if len(theory) else practical
+        n += bool((rows["verdict"].astype(str) == "rate-contradicts").any())
+    return n
+
+
 def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
     """The stored runs under ``reports``, oldest first.
 
@@ -826,7 +839,9 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
         A DataFrame with :data:`LIST_COLUMNS`: start date, profile, device (with the GPU's
         name when CUDA was used), short git commit, number of records, number of tests,
         claims passed and failed in their theory setting (failed counts errors too), claims
-        whose practical setting fails (or errors), ``complete`` (``"yes"``, or what is
+        (theory setting) with an architecture whose verdict is ``rate-contradicts`` (within
+        the tolerance, but off the predicted rate: :mod:`ntkcheck.verdict`), claims whose
+        practical setting fails (or errors), ``complete`` (``"yes"``, or what is
         missing: a run that crashed or was interrupted; see ``meta["incomplete"]``) and
         whether ``latest`` points at the run. A run whose files cannot be read is left out
         with a :class:`RunSkippedWarning` naming the file and the problem.
@@ -867,6 +882,7 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
             "tests": sum(len(claim_tests(c)) for c in entries),
             "passed": outcomes.count("passed"),
             "failed": outcomes.count("failed") + outcomes.count("error"),
+            "rate_contradicts": _rate_contradicts(run),
             "practical_failed": practical.count("failed") + practical.count("error"),
             "complete": _completeness(run),
             "latest": folder.name == latest,

@@ -79,12 +79,16 @@ def _not_measured_lines(records: Any, interrupted: bool) -> list[str]:
     return lines
 
 
-def verdict_mark(holds_at_widest: bool, message: str) -> str:
+def verdict_mark(holds_at_widest: bool, message: str, verdict: str | None = None) -> str:
     """The terminal's word for a (claim, architecture) verdict.
 
-    ``HOLDS``, ``FAILS``, or ``INCOMPLETE`` when the widest width was only partly measured
-    (Ctrl-C, a crash, a timeout), which is not judged.
+    ``HOLDS``, ``FAILS``, ``RATE-CONTRADICTS`` (below the tolerance, but the metric has
+    stopped following the predicted rate: :mod:`ntkcheck.verdict`'s rate rule), or
+    ``INCOMPLETE`` when the widest width was only partly measured (Ctrl-C, a crash, a
+    timeout), which is not judged.
     """
+    if verdict == "rate-contradicts":
+        return "RATE-CONTRADICTS"
     if holds_at_widest:
         return "HOLDS"
     return "INCOMPLETE" if message.startswith("incomplete:") else "FAILS"
@@ -518,7 +522,8 @@ class RunWriter:
         settings = arch_settings(records)
         lines = []
         for r in per_arch.itertuples():
-            mark = verdict_mark(bool(r.holds_at_widest), str(r.message))
+            mark = verdict_mark(bool(r.holds_at_widest), str(r.message),
+                                getattr(r, "verdict", None))
             setting = settings.get((str(r.claim_id), str(r.arch_id)), "theory")
             tag = "" if setting == "theory" else f"[{setting}] "
             lines.append(f"{mark:5}  {r.claim_id:28} {r.arch_id:28} {tag}{r.message}")
