@@ -250,12 +250,12 @@ def width_verdict_schema(claim_ids: Iterable[str] | None = None) -> pa.DataFrame
         {
             "claim_id": _claim_id_column(claim_ids),
             "arch_id": pa.Column(str, pa.Check.str_length(min_value=1)),
+            "depth": pa.Column(float, pa.Check.gt(0), nullable=True),
             "width": pa.Column(int, pa.Check.gt(0)),
             "mean": pa.Column(float, finite),
             "std": pa.Column(float, pa.Check.ge(0), nullable=True),
             "n": pa.Column(int, pa.Check.ge(1)),
             "holds": pa.Column(bool),
-            "depth": pa.Column(float, pa.Check.gt(0), nullable=True),
         },
         unique=["claim_id", "arch_id", "width"],
         strict=True,

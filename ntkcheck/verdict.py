@@ -54,7 +54,7 @@ __all__ = ["width_verdicts", "arch_verdicts", "compute_verdicts", "depth_laws", 
 
 #: Values of the ``verdict`` column of :func:`arch_verdicts`.
 VERDICTS = ("holds", "fails", "rate-contradicts", "incomplete")
-WIDTH_COLUMNS = ["claim_id", "arch_id", "width", "mean", "std", "n", "holds", "depth"]
+WIDTH_COLUMNS = ["claim_id", "arch_id", "depth", "width", "mean", "std", "n", "holds"]
 ARCH_COLUMNS = ["claim_id", "arch_id", "widest_width", "holds_at_widest", "holds_from_width",
                 "slope", "slope_low", "slope_high", "intercept", "predicted_rate",
                 "rate_consistent", "extrapolated_width", "depth", "verdict", "tail_slope",

@@ -14,7 +14,7 @@ RECORD_COLUMNS = (
     "bias", "weight_std", "bias_std", "width", "seed", "value", "profile", "device",
     "dtype", "elapsed_s", "nodeid", "setting",
 )  # fmt: skip
-WIDTH_VERDICT_COLUMNS = ("claim_id", "arch_id", "width", "mean", "std", "n", "holds", "depth")
+WIDTH_VERDICT_COLUMNS = ("claim_id", "arch_id", "depth", "width", "mean", "std", "n", "holds")
 ARCH_VERDICT_COLUMNS = (
     "claim_id", "arch_id", "widest_width", "holds_at_widest", "holds_from_width", "slope",
     "slope_low", "slope_high", "intercept", "predicted_rate", "rate_consistent",
