@@ -175,11 +175,10 @@ def _message(claim: Claim, widths: list[int], holds: list[bool], fit, extrap: fl
 def _rate_message(claim: Claim, tail, tail_widths: tuple[int, int]) -> str:
     """The head of a ``rate-contradicts`` verdict's message."""
     lo, hi = tail_widths
-    return (f"rate contradicts the theory: below the tolerance, but the slope over the widest "
-            f"widths ({lo:,} to {hi:,}) is {tail.slope:+.2f} [{tail.slope_low:+.2f}, "
-            f"{tail.slope_high:+.2f}] (95% t-interval over seeds), flatter than "
-            f"{RATE_FRACTION:g} x the predicted {claim.rate:+.2f}: the metric has stopped "
-            "following the predicted rate")
+    return (f"rate contradicts the theory: within the tolerance, but the slope from width "
+            f"{lo:,} to {hi:,} is {tail.slope:+.2f} [{tail.slope_low:+.2f}, "
+            f"{tail.slope_high:+.2f}] (95%, over seeds), flatter than {RATE_FRACTION:g} x the "
+            f"predicted {claim.rate:+.2f}: the metric has stopped shrinking at that rate")
 
 
 def _holds_from(widths: list[int], holds: list[bool]) -> int | None:
@@ -313,6 +312,9 @@ def depth_laws(arch_verdicts: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if not len(arch_verdicts) or "depth" not in arch_verdicts.columns:
         return pd.DataFrame(columns=DEPTH_COLUMNS)
+    if "verdict" not in arch_verdicts.columns:  # a table written before the column existed
+        arch_verdicts = arch_verdicts.assign(verdict=arch_verdicts["holds_at_widest"].map(
+            lambda h: "holds" if bool(h) else "fails"))
     av = arch_verdicts.assign(
         _series=arch_verdicts["arch_id"].astype(str).map(series_id),
         _depth=pd.to_numeric(arch_verdicts["depth"], errors="coerce"),
@@ -326,7 +328,10 @@ def depth_laws(arch_verdicts: pd.DataFrame) -> pd.DataFrame:
         known = g[g["_needed"].notna() & (g["_needed"] > 0)]
         depths = [float(d) for d in known["_depth"]]
         law = fit_depth_law(depths, known["_needed"].tolist())
-        below = [d for d in all_depths if d not in depths]
+        left = g[~(g["_needed"].notna() & (g["_needed"] > 0))]
+        below = [float(d) for d in left.loc[left["verdict"].isin(
+            ["holds", "rate-contradicts"]), "_depth"]]
+        never = [float(d) for d in left["_depth"] if float(d) not in below]
         consistent: object = None
         if math.isfinite(law.exponent_low) and math.isfinite(law.exponent_high):
             slack = 1e-9  # round-off of a zero-width interval (noise-free widths needed)
@@ -345,8 +350,11 @@ def depth_laws(arch_verdicts: pd.DataFrame) -> pd.DataFrame:
             text = (f"no depth law: the width needed is known at "
                     f"{len(depths)} of {len(all_depths)} depths")
         if below:
-            text += (f"; depth{'s' if len(below) > 1 else ''} {_depth_list(below)}: the fit "
-                     "reaches the tolerance below the sweep or never (left out)")
+            text += (f"; left out: depth{'s' if len(below) > 1 else ''} {_depth_list(below)} "
+                     "(within the tolerance from the narrowest width swept)")
+        if never:
+            text += (f"; left out: depth{'s' if len(never) > 1 else ''} {_depth_list(never)} "
+                     "(the fit never reaches the tolerance, or no fit)")
         rows.append({
             "claim_id": cid, "series": series, "depths": _depth_list(depths),
             "n_depths": len(depths), "exponent": law.exponent,

@@ -159,9 +159,9 @@ def test_a_plateau_below_the_tolerance_does_not_hold():
     assert row.rate_contradicted is True and row.tail_high < 0.1 and row.tail_low > -0.5
     assert math.isnan(row.holds_from_width) and math.isnan(row.extrapolated_width)
     assert row.message.startswith(
-        "rate contradicts the theory: below the tolerance, but the slope over the widest "
-        "widths (1,024 to 4,096) is ")
-    assert "flatter than 0.5 x the predicted -1.00" in row.message
+        "rate contradicts the theory: within the tolerance, but the slope from width 1,024 to "
+        "4,096 is ")
+    assert "flatter than 0.5 x the predicted -1.00: the metric has stopped" in row.message
     assert "; tolerance holds from width 1,024; fitted slope" in row.message
     assert verdict_mark(row.holds_at_widest, row.message, row.verdict) == "RATE-CONTRADICTS"
     grid = build_grid(recs, per_width, per_arch, ["c"], list(WIDE), {"a": "#000"}, {})
@@ -259,7 +259,7 @@ def test_verdicts_carry_depth_and_the_depth_law_recovers_the_exponent():
     laws = depth_laws(compute_verdicts(pd.DataFrame(easy), {"c": claim})[1]).set_index(
         "series")
     assert laws.loc["mlp-relu"].depths == "2, 4, 8"
-    assert "depth 1: the fit reaches the tolerance below the sweep or never" in \
+    assert "left out: depth 1 (within the tolerance from the narrowest width swept)" in \
         laws.loc["mlp-relu"].message
     assert series_id("cnn-d12-relu-ntk-b-gap") == "cnn-relu-ntk-b-gap"
     assert series_id("mine") == "mine"

@@ -14,6 +14,13 @@ from markupsafe import Markup
 
 from ntkcheck.report import fmt
 from ntkcheck.report.embed import frame_split, script_json
+from ntkcheck.report.findings import (
+    DOMAIN_TITLES,
+    PRACTICAL_WIDTHS,
+    build_findings,
+    needed_vs_practice,
+    summarize,
+)
 from ntkcheck.report.frames import (
     ARCH_VERDICT_COLUMNS,
     RECORD_COLUMNS,
@@ -78,6 +85,38 @@ def _embedded_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
     return dict(claim)
 
 
+def _setting_cell(x: Any) -> dict[str, str]:
+    """A claim's verdict in one setting, for the "where the theory holds" table."""
+    if x is None:
+        return {"status": "missing", "text": "not measured", "title": ""}
+    status = {"holds": "holds", "fails": "fails", "rate-contradicts": "contradicts",
+              "incomplete": "missing"}[x.verdict]
+    counts = ", ".join(f"{n} {v}" for v, n in x.counts.items())
+    text = {"holds": "holds", "fails": "fails", "rate-contradicts": "rate contradicts",
+            "incomplete": "incomplete"}[x.verdict]
+    if x.verdict == "holds" and x.holds_from == x.holds_from:
+        text += f" from {fmt.width(x.holds_from)}"
+    depths = ", ".join(fmt.sig(d, 3) for d in x.depths)
+    title = (f"{x.n_archs} architecture{'s' if x.n_archs != 1 else ''} ({counts}); widest "
+             f"width {fmt.width(x.widest)}" + (f"; depths {depths}" if depths else ""))
+    return {"status": status, "text": text, "title": title}
+
+
+def _summary_row(s: Any) -> dict[str, Any]:
+    needed = s.theory.needed if s.theory is not None else float("nan")
+    laws = [f"{law['series']}: {law['message']}" for law in s.laws
+            if law["exponent"] == law["exponent"]]  # fitted laws only (the section has all)
+    depths = sorted({d for x in (s.theory, s.practical) if x is not None for d in x.depths})
+    return {
+        "claim_id": s.claim_id, "domain": DOMAIN_TITLES.get(s.domain, s.domain).split(":")[0],
+        "theory": _setting_cell(s.theory), "practical": _setting_cell(s.practical),
+        "depths": ", ".join(fmt.sig(d, 3) for d in depths) or fmt.DASH,
+        "needed": fmt.DASH if needed != needed else "~" + fmt.width(needed),
+        "needed_words": needed_vs_practice(needed),
+        "laws": laws,
+    }
+
+
 def build_html(
     records: pd.DataFrame | None,
     width_verdicts: pd.DataFrame | None,
@@ -97,11 +136,19 @@ def build_html(
     outcomes = {cid: str(c.get("outcome") or "") for cid, c in claims.items()}
     grid = build_grid(recs, wv, av, claim_ids, widths(recs, wv), colors, outcomes)
 
+    from ntkcheck.verdict import depth_laws
+
+    laws = depth_laws(av)
     rec_claim, av_claim = recs["claim_id"].astype(str), av["claim_id"].astype(str)
+    wv_claim = wv["claim_id"].astype(str)
+    law_claim = laws["claim_id"].astype(str)
     sections = [
-        build_section(cid, claims.get(cid), recs[rec_claim == cid], av[av_claim == cid], colors)
+        build_section(cid, claims.get(cid), recs[rec_claim == cid], av[av_claim == cid], colors,
+                      wv[wv_claim == cid], laws[law_claim == cid])
         for cid in claim_ids
     ]
+    summaries = summarize(claims, recs, wv, av, laws, claim_ids)
+    findings = build_findings(summaries)
     columns, rows = _records_table(recs)
     verdicts = {
         "width_verdicts": frame_split(wv),
@@ -140,6 +187,9 @@ def build_html(
         "judged": judged,
         "grid": grid,
         "sections": sections,
+        "findings": findings,
+        "summaries": [_summary_row(s) for s in summaries],
+        "practical_widths": PRACTICAL_WIDTHS,
         "meta_items": [(str(k), fmt.meta_value(v)) for k, v in meta.items()],
         "columns": columns,
         "rows": rows,

@@ -294,3 +294,121 @@ def svg_loglog(
             buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None}
         )
     return _tidy_svg(buf.getvalue().decode("utf-8"))
+
+
+@dataclass(frozen=True)
+class NeededPoint:
+    """The width one architecture (one depth of a series) needs for a claim.
+
+    Attributes:
+        series: The series (architecture id without depth), the legend label.
+        depth: The architecture's depth.
+        width: The width at which its fitted rate law reaches the tolerance; for ``kind``
+            ``"below"``, the narrowest width swept (the claim holds already there).
+        kind: ``"interpolated"`` (inside the sweep), ``"extrapolated"`` (beyond it) or
+            ``"below"``.
+        color: Marker colour.
+
+    """
+
+    series: str
+    depth: float
+    width: float
+    kind: str
+    color: str
+
+
+def svg_width_needed(
+    points: Sequence[NeededPoint],
+    laws: Sequence[tuple[str, float, float, str]] = (),
+    *,
+    practical: tuple[float, float] = (512, 4096),
+    swept: tuple[float, float] | None = None,
+    reference_exponent: float = 1.0,
+    salt: str = "ntkcheck-needed",
+) -> str:
+    """Plot the width a claim needs against depth, next to the widths people train.
+
+    Log-log axes: depth (base 2) against width. A shaded band marks ``practical`` (the widths
+    people commonly train), a lighter one ``swept``; each point is one depth of a series:
+    filled where the fit reaches the tolerance inside the sweep, hollow where that is an
+    extrapolation, a down triangle at the narrowest width where the claim holds already
+    there. ``laws`` (``(series, exponent, intercept, colour)``, natural logarithms as
+    :func:`ntkcheck.metrics.fit_depth_law` fits) are drawn as lines, and Hanin & Nica 2019's
+    ``width ∝ depth**reference_exponent`` as a dotted grey line through the first law's (or
+    point set's) geometric centre.
+
+    Returns:
+        The ``<svg>...</svg>`` element.
+
+    """
+    with mpl.rc_context({**_RC, "svg.hashsalt": salt}):
+        fig = Figure(figsize=(6.8, 3.0))
+        FigureCanvasSVG(fig)
+        ax = fig.add_subplot()
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        handles: list = []
+        labels: list[str] = []
+        lo, hi = practical
+        handles.append(ax.axhspan(lo, hi, color="#7b68c8", alpha=0.14, lw=0))
+        labels.append(f"widths people train ({lo:,.0f}\u2013{hi:,.0f})")
+        if swept is not None:
+            handles.append(ax.axhspan(swept[0], swept[1], color="0.5", alpha=0.08, lw=0))
+            labels.append(f"widths swept ({swept[0]:,.0f}\u2013{swept[1]:,.0f})")
+        seen: set[str] = set()
+        for p in points:
+            if not (_finite(p.depth) and _finite(p.width) and p.depth > 0 and p.width > 0):
+                continue
+            style = {"interpolated": dict(marker="o", mfc=p.color),
+                     "extrapolated": dict(marker="o", mfc="white"),
+                     "below": dict(marker="v", mfc=p.color)}[p.kind]
+            (h,) = ax.plot([p.depth], [p.width], ls="none", ms=5.5, mec=p.color, mew=1.2,
+                           **style)
+            if p.series not in seen:
+                seen.add(p.series)
+                handles.append(h)
+                labels.append(_plain(p.series))
+        kinds = {p.kind for p in points}
+        for kind, style, text in (
+                ("interpolated", dict(marker="o", mfc="0.4"), "reaches the tolerance in the sweep"),
+                ("extrapolated", dict(marker="o", mfc="white"), "extrapolated beyond the sweep"),
+                ("below", dict(marker="v", mfc="0.4"), "holds from the narrowest width")):
+            if kind in kinds:
+                handles.append(Line2D([], [], ls="none", ms=5.5, mec="0.4", mew=1.2, **style))
+                labels.append(text)
+        depths = np.array([p.depth for p in points if _finite(p.depth) and p.depth > 0])
+        drew_law = False
+        for series, exponent, intercept, color in laws:
+            mine = np.array([p.depth for p in points if p.series == series and p.kind != "below"
+                             and _finite(p.width)])
+            if not (_finite(exponent) and _finite(intercept)) or mine.size < 2:
+                continue
+            xs = np.geomspace(mine.min(), mine.max(), 8)
+            (h,) = ax.plot(xs, np.exp(intercept + exponent * np.log(xs)), color=color, lw=1.2)
+            handles.append(h)
+            labels.append(f"fit: width \u221d depth^{sig(exponent, 2)} ({_plain(series)})")
+            if not drew_law:
+                centre = float(np.log(mine).mean())
+                y0 = intercept + exponent * centre
+                ref = np.exp(y0 + reference_exponent * (np.log(xs) - centre))
+                (h,) = ax.plot(xs, ref, color="0.3", lw=1.2, ls=":")
+                handles.append(h)
+                labels.append(f"Hanin & Nica 2019: width \u221d depth^{reference_exponent:g}")
+                drew_law = True
+        if depths.size:
+            ticks = np.unique(depths)
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+            if ticks.size == 1:
+                ax.set_xlim(ticks[0] / 1.6, ticks[0] * 1.6)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("depth")
+        ax.set_ylabel("width needed for the tolerance")
+        ax.grid(True, which="major", lw=0.4, alpha=0.4)
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  frameon=False, borderaxespad=0.0)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="svg", bbox_inches="tight",
+                    metadata={"Date": None, "Creator": None})
+    return _tidy_svg(buf.getvalue().decode("utf-8"))

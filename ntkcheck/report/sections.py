@@ -10,7 +10,8 @@ import pandas as pd
 
 from ntkcheck.report import fmt
 from ntkcheck.report.curves import curves_svg
-from ntkcheck.report.plots import PlotSeries, svg_loglog
+from ntkcheck.report.findings import DepthMap, build_depth_maps, domain_of
+from ntkcheck.report.plots import NeededPoint, PlotSeries, svg_loglog, svg_width_needed
 
 #: Lines of a failure's text shown in the report.
 LONGREPR_LINES = 15
@@ -79,6 +80,9 @@ class ClaimSection:
     practical_outcome: str = ""
     has_theory: bool = True
     tests: list[TestRow] = field(default_factory=list)
+    domain: str = ""
+    depth_maps: list[DepthMap] = field(default_factory=list)
+    needed_svg: str = ""
 
 
 def _text(x: Any) -> str:
@@ -263,12 +267,50 @@ def _depth_plot(
     return svg, ", ".join(str(d) for d in distinct)
 
 
+def _needed_plot(claim_id: str, width_verdicts: pd.DataFrame, arch_verdicts: pd.DataFrame,
+                 laws: pd.DataFrame | None, colors: Mapping[str, str]) -> str:
+    """The width-needed-against-depth plot of a claim ("" when no depth has a width needed)."""
+    from ntkcheck.report.findings import PRACTICAL_WIDTHS
+    from ntkcheck.verdict import series_id
+
+    if not len(arch_verdicts):
+        return ""
+    swept = pd.to_numeric(width_verdicts["width"], errors="coerce").dropna()
+    points, series_color = [], {}
+    for row in arch_verdicts.to_dict("records"):
+        depth, needed = _float(row.get("depth")), _float(row.get("width_needed"))
+        series = series_id(str(row["arch_id"]))
+        color = series_color.setdefault(series, colors.get(str(row["arch_id"]), "#1f77b4"))
+        widest = _float(row.get("widest_width"))
+        if needed == needed:  # finite: where the fit reaches the tolerance
+            kind = "extrapolated" if needed > widest else "interpolated"
+        elif row.get("verdict") in ("holds", "rate-contradicts") and len(swept):
+            mine = pd.to_numeric(width_verdicts.loc[width_verdicts["arch_id"].astype(str)
+                                                    == str(row["arch_id"]), "width"],
+                                 errors="coerce").dropna()
+            needed, kind = float(mine.min() if len(mine) else swept.min()), "below"
+        else:
+            continue
+        points.append(NeededPoint(series, depth, needed, kind, color))
+    if not points:
+        return ""
+    fitted = []
+    for law in ([] if laws is None else laws.to_dict("records")):
+        fitted.append((str(law["series"]), _float(law["exponent"]), _float(law["intercept"]),
+                       series_color.get(str(law["series"]), "#1f77b4")))
+    return svg_width_needed(points, fitted, practical=PRACTICAL_WIDTHS,
+                            swept=(float(swept.min()), float(swept.max())) if len(swept)
+                            else None, salt=f"ntk-needed-{claim_id}")
+
+
 def build_section(
     claim_id: str,
     claim: Mapping[str, Any] | None,
     records: pd.DataFrame,
     arch_verdicts: pd.DataFrame,
     colors: Mapping[str, str],
+    width_verdicts: pd.DataFrame | None = None,
+    laws: pd.DataFrame | None = None,
 ) -> ClaimSection:
     """Build one claim's section.
 
@@ -278,6 +320,9 @@ def build_section(
         records: This claim's records (normalised).
         arch_verdicts: This claim's per-architecture verdicts (normalised).
         colors: Architecture id -> colour.
+        width_verdicts: This claim's per-width verdicts (normalised), for the depth x width
+            maps and the width-needed plot (none without them).
+        laws: This claim's rows of :func:`ntkcheck.verdict.depth_laws`.
 
     Returns:
         The section's content.
@@ -297,6 +342,10 @@ def build_section(
     tests = _test_rows(claim, records)
     svg, note = _plot(claim_id, claim, records, fits_by_arch, colors)
     depth_svg, depths = _depth_plot(claim_id, claim, records, colors)
+    maps, needed_svg = [], ""
+    if width_verdicts is not None:
+        maps = build_depth_maps(claim_id, records, width_verdicts, arch_verdicts, laws)
+        needed_svg = _needed_plot(claim_id, width_verdicts, arch_verdicts, laws, colors)
     duration = claim.get("duration_s")
     return ClaimSection(
         id=claim_id,
@@ -323,4 +372,7 @@ def build_section(
         depth_plot_svg=depth_svg,
         depths=depths,
         curves_svg=curves_svg(records),
+        domain=domain_of(claim_id, claim),
+        depth_maps=maps,
+        needed_svg=needed_svg,
     )
