@@ -65,3 +65,19 @@ def test_claim_round_trips_through_its_dict():
     claim = Claim.from_marker_kwargs({**BASE, "scale": "semilog", "trend": "decreasing"})
     assert Claim.from_dict({**claim.to_dict(), "outcome": "failed"}) == claim
     assert Claim.from_dict(Claim.from_marker_kwargs(BASE).to_dict()).scale == "log"
+
+
+def test_claim_domain_key():
+    from ntkcheck.report.findings import DOMAIN_OF, domain_of
+
+    default = Claim.from_marker_kwargs(BASE)
+    assert default.domain is None and "domain" not in default.to_dict()
+    claim = Claim.from_marker_kwargs({**BASE, "domain": "optimization"})
+    assert claim.to_dict()["domain"] == "optimization"
+    assert Claim.from_dict(claim.to_dict()) == claim
+    assert domain_of("ntk-at-init", claim.to_dict()) == "optimization"  # the key wins
+    assert domain_of("ntk-at-init") == DOMAIN_OF["ntk-at-init"] == "kernel-regime"
+    assert domain_of("my-claim") == "other"
+    for bad in ({"domain": "Sec 3.1"}, {"domain": 3}, {"domain": ""}):
+        with pytest.raises(ClaimError, match="domain"):
+            Claim.from_marker_kwargs({**BASE, **bad})
