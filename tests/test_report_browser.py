@@ -81,7 +81,9 @@ def test_default_report_in_headless_chromium_without_network(tmp_path):
     width_plots = [p for p in out["plots"] if p[2] == "plot"]
     assert sorted(p[0] for p in width_plots) == sorted(f"claim-{i}" for i in range(N_CLAIMS))
     assert all(p[1] for p in out["plots"])  # every plot laid out with a visible size
-    assert len(out["plots"]) - len(width_plots) == N_CLAIMS // 2  # depth plots
+    assert len([p for p in out["plots"] if p[2] == "plot depth-plot"]) == N_CLAIMS // 2
+    needed = [p for p in out["plots"] if p[2] == "plot needed-plot"]  # width needed vs depth
+    assert needed and len(out["plots"]) == len(width_plots) + N_CLAIMS // 2 + len(needed)
 
     assert out["records_shown"]
     assert out["records_rows"] == out["records_json"] == len(run.records)
