@@ -172,10 +172,10 @@ from ntkcheck.arch import ArchSpec
 
 @pytest.mark.claim(id="synthetic-plateau", statement="s", source="test",
                    metric="2/sqrt(min(width, 64))", tolerance=0.3, rate=-0.5)
-def test_plateau(widths, seeds, measure):
-    for width, seed in itertools.product(widths, seeds):
+def test_plateau(ntk_widths, ntk_seeds, ntk_measure):
+    for width, seed in itertools.product(ntk_widths, ntk_seeds):
         value = 2 / min(width, 64) ** 0.5 * (1 + 0.05 * (-1) ** seed * (seed + 1))
-        measure(ArchSpec(depth=1), width=width, seed=seed, value=value)
+        ntk_measure(ArchSpec(depth=1), width=width, seed=seed, value=value)
 '''
 
 DEPTHS = '''
@@ -185,12 +185,12 @@ from ntkcheck.arch import ArchSpec
 
 @pytest.mark.claim(id="synthetic-depth", statement="s", source="test",
                    metric="sqrt(5 depth / width)", tolerance=0.1, rate=-0.5)
-def test_depth(widths, seeds, measure):
+def test_depth(ntk_widths, ntk_seeds, ntk_measure):
     for depth in (1, 2, 4):
         spec = ArchSpec(depth=depth)
-        for width, seed in itertools.product(widths, seeds):
+        for width, seed in itertools.product(ntk_widths, ntk_seeds):
             value = (5 * depth / width) ** 0.5 * (1 + 0.02 * (-1) ** seed * (seed + 1))
-            measure(spec, width=width, seed=seed, value=value)
+            ntk_measure(spec, width=width, seed=seed, value=value)
 '''
 
 
