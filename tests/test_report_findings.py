@@ -243,3 +243,26 @@ def test_depth_maps_and_the_depth_law_from_a_claim_run(pytester):
     assert float(law.group(2)) <= 1.0 <= float(law.group(3))
     assert ("Over depths 1, 2, 4, synthetic-depth (mlp-relu-ntk-b) needs a width growing "
             "like depth^") in html
+
+
+def test_a_finding_details_the_worst_failing_claims_and_names_the_rest():
+    """Five failing claims of one domain: the three needing the widest networks in detail,
+    the other two by name; a depth law over two depths only is left to the claim section."""
+    recs, claims = [], {}
+    for i, cid in enumerate(("gd-rate", "gd-stable-lr", "jacobian-full-rank",
+                             "jacobian-stable", "ngd-rate")):
+        for d in (1, 2):
+            recs += _rows(cid, f"mlp-d{d}-relu-ntk-b", d, lambda w, i=i, d=d: (i + 1) * d
+                          / math.sqrt(w))
+        claims[cid] = _claim(cid, 0.01, -0.5).to_dict()
+    records = pd.DataFrame(recs)
+    wv, av = compute_verdicts(records, {k: Claim.from_dict(v) for k, v in claims.items()})
+    wv, av = ensure_columns(wv, WIDTH_VERDICT_COLUMNS), ensure_columns(av, ARCH_VERDICT_COLUMNS)
+    summaries = summarize(claims, ensure_columns(records, RECORD_COLUMNS), wv, av,
+                          depth_laws(av), list(claims))
+    (finding,) = build_findings(summaries)
+    text = finding.paragraph
+    assert text.index("ngd-rate fails on 2 of 2") < text.index("jacobian-stable fails on 2")
+    assert text.index("jacobian-stable fails on 2") < text.index("jacobian-full-rank fails on")
+    assert text.endswith(" gd-stable-lr and gd-rate fail too.")
+    assert "depth^" not in text  # two depths: no interval, not a finding

@@ -48,6 +48,8 @@ DOMAIN_TITLES = {
 #: with the width a claim needs.
 PRACTICAL_WIDTHS = (512, 4096)
 
+#: Failing claims a finding describes in detail (the others are named).
+MAX_DETAILED = 3
 _RANK = {"holds": 0, "incomplete": 1, "rate-contradicts": 2, "fails": 3}
 _STATUS_VERDICT = {"holds": "holds", "fails": "fails", "contradicts": "rate-contradicts",
                    "missing": "incomplete"}
@@ -404,8 +406,12 @@ def _setting_sentences(items: list[ClaimSummary], setting: str) -> list[str]:
     else:
         head += f" hold at the widest width swept ({_w(widest)})"
     sentences = [head + "."]
-    if fails:
-        sentences.append(_join([_fails_sentence(s, x) for s, x in fails]) + ".")
+    if fails:  # the worst (largest width needed) in detail, the others by name
+        fails.sort(key=lambda sx: -(sx[1].needed if math.isfinite(sx[1].needed) else -1.0))
+        sentences.append(_join([_fails_sentence(s, x) for s, x in fails[:MAX_DETAILED]]) + ".")
+        rest = [s.claim_id for s, _ in fails[MAX_DETAILED:]]
+        if rest:
+            sentences.append(f"{_join(rest)} fail{'s' if len(rest) == 1 else ''} too.")
     if contra:
         sentences.append(_join([_contradicts_sentence(s, x) for s, x in contra]) + ".")
     if incomplete:
@@ -415,11 +421,12 @@ def _setting_sentences(items: list[ClaimSummary], setting: str) -> list[str]:
 
 
 def _depth_sentences(items: list[ClaimSummary]) -> list[str]:
+    """Sentences for the depth laws fitted over three or more depths (sections show all)."""
     out = []
     for s in items:
         for law in s.laws:
             exponent = _num(law.get("exponent"))
-            if not math.isfinite(exponent):
+            if not math.isfinite(exponent) or int(law.get("n_depths") or 0) < 3:
                 continue
             text = (f"Over depths {law['depths']}, {s.claim_id} ({law['series']}) needs a "
                     f"width growing like depth^{fmt.sig(exponent, 2)}")
