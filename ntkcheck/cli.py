@@ -5,6 +5,7 @@ Usage::
     ntkcheck                                  # version, and the latest report under ./reports
     ntkcheck --version
     ntkcheck list                             # stored runs
+    ntkcheck watch [RUN] [--once]             # progress of a run that is still going
     ntkcheck report RUN [RUN ...] -o out.html [--save DIR]   # re-render, or merge runs
     ntkcheck compare A B [--fail-on verdict|slope=X|extrapolated=F] [--csv FILE]
     ntkcheck export RUN [RUN ...] --format csv|parquet -o DIR
@@ -193,6 +194,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from ntkcheck.runs.progress import watch
+    from ntkcheck.runs.store import RunError
+
+    run = Path(args.run)
+    if not run.is_dir():
+        run = Path(args.reports) / args.run
+    if not run.is_dir():
+        raise RunError(f"{args.run!r} is not a run folder or a run id under {args.reports}")
+    if not args.interval > 0:
+        raise RunError(f"--interval must be a positive number of seconds, got {args.interval}")
+    try:
+        return watch(run.resolve(), interval=args.interval, once=args.once)
+    except KeyboardInterrupt:
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands ``report``, ``compare``, ``list``, ``export``)."""
     parser = argparse.ArgumentParser(
@@ -243,6 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "complete (a crashed run is listed with what is missing; "
                                    "a damaged one is skipped with a warning).")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("watch", parents=[common],
+                       help="print a running run's progress until it finishes",
+                       description="Progress of a run that is still going (in another "
+                                   "terminal, or on a cluster node writing to a shared "
+                                   "folder): units measured of those expected, elapsed time "
+                                   "and about how long is left, read from the run folder.")
+    p.add_argument("run", metavar="RUN", nargs="?", default="latest",
+                   help="a run folder, a run id under --reports, or 'latest' (the default)")
+    p.add_argument("--interval", type=float, default=10.0, metavar="S",
+                   help="seconds between checks (default 10)")
+    p.add_argument("--once", action="store_true", help="print one line and exit")
+    p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("export", parents=[common],
                        help="write records and verdicts as CSV or Parquet",

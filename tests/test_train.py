@@ -41,9 +41,9 @@ def test_mse_loss_is_half_mean_squared_norm_and_refuses_broadcasting():
         mse_loss(torch.zeros(3, 1), torch.zeros(3))
 
 
-def test_one_step_moves_outputs_by_lr_over_n_times_ntk(ntk_digits):
+def test_one_step_moves_outputs_by_lr_over_n_times_ntk(digits):
     """The module's unit convention: f_1 - f_0 = -(lr/N) Theta (f_0 - y) to first order."""
-    x, y = ntk_digits.x, ntk_digits.regression_targets()
+    x, y = digits.x, digits.regression_targets()
     net = _net(width=256)
     theta = empirical_ntk(net, x)
     with torch.no_grad():
@@ -56,8 +56,8 @@ def test_one_step_moves_outputs_by_lr_over_n_times_ntk(ntk_digits):
     assert float(torch.linalg.norm(change - predicted) / torch.linalg.norm(predicted)) < 1e-3
 
 
-def test_gradient_descent_keeps_its_contract(ntk_digits):
-    x, y = ntk_digits.x, ntk_digits.regression_targets()
+def test_gradient_descent_keeps_its_contract(digits):
+    x, y = digits.x, digits.regression_targets()
     losses = gradient_descent(_net(), x, y, lr=1.0, steps=5)
     assert len(losses) == 6 and losses[-1] < losses[0]
     result = train(_net(), x, y, lr=1.0, steps=5)
@@ -65,8 +65,8 @@ def test_gradient_descent_keeps_its_contract(ntk_digits):
     assert result.reached is None and not result.diverged
 
 
-def test_target_loss_stops_early_and_reports(ntk_digits):
-    x, y = ntk_digits.x, ntk_digits.regression_targets()
+def test_target_loss_stops_early_and_reports(digits):
+    x, y = digits.x, digits.regression_targets()
     result = train(_net(), x, y, lr=2.0, steps=500, target_loss=0.1)
     assert result.reached and result.final_loss <= 0.1 < result.losses[-2]
     assert len(result.losses) == result.steps + 1 < 500
@@ -74,15 +74,15 @@ def test_target_loss_stops_early_and_reports(ntk_digits):
     assert missed.reached is False and missed.steps == 3
 
 
-def test_callback_sees_every_step_including_the_start(ntk_digits):
+def test_callback_sees_every_step_including_the_start(digits):
     seen = []
-    train(_net(), ntk_digits.x, ntk_digits.regression_targets(), lr=1.0, steps=4,
+    train(_net(), digits.x, digits.regression_targets(), lr=1.0, steps=4,
           callback=lambda k, m: seen.append((k, torch.is_grad_enabled())))
     assert seen == [(k, False) for k in range(5)]
 
 
-def test_full_batch_sgd_equals_gd_and_minibatches_are_seeded(ntk_digits):
-    x, y = ntk_digits.x, ntk_digits.regression_targets()
+def test_full_batch_sgd_equals_gd_and_minibatches_are_seeded(digits):
+    x, y = digits.x, digits.regression_targets()
     a, b = _net(), _net()
     train(a, x, y, lr=0.5, steps=5)
     train(b, x, y, lr=0.5, steps=5, optimizer="sgd", batch_size=len(x))
@@ -95,8 +95,8 @@ def test_full_batch_sgd_equals_gd_and_minibatches_are_seeded(ntk_digits):
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
-def test_minibatch_epoch_visits_every_example_once(ntk_digits, monkeypatch):
-    x, y = ntk_digits.x, ntk_digits.regression_targets()
+def test_minibatch_epoch_visits_every_example_once(digits, monkeypatch):
+    x, y = digits.x, digits.regression_targets()
     net = _net()
     batches = []
     forward = net.forward
@@ -114,8 +114,8 @@ def test_minibatch_epoch_visits_every_example_once(ntk_digits, monkeypatch):
     assert rows == {tuple(r.reshape(-1).tolist()) for r in x}
 
 
-def test_adam_and_cross_entropy_train_to_a_target_accuracy(ntk_digits):
-    x, labels = ntk_digits.x, ntk_digits.y
+def test_adam_and_cross_entropy_train_to_a_target_accuracy(digits):
+    x, labels = digits.x, digits.y
     net = _net(width=128, out=10)
     result = train(net, x, labels, lr=1e-2, steps=300, optimizer="adam",
                    loss="cross_entropy", target_accuracy=1.0)
@@ -123,18 +123,18 @@ def test_adam_and_cross_entropy_train_to_a_target_accuracy(ntk_digits):
     assert result.accuracies[0] < 0.5 and len(result.accuracies) == len(result.losses)
 
 
-def test_one_hot_regression_accuracy(ntk_digits):
-    y = ntk_digits.one_hot()
-    assert accuracy(y, ntk_digits.y) == 1.0 and accuracy(y, y) == 1.0
-    assert accuracy(-y, ntk_digits.y) == 0.0
+def test_one_hot_regression_accuracy(digits):
+    y = digits.one_hot()
+    assert accuracy(y, digits.y) == 1.0 and accuracy(y, y) == 1.0
+    assert accuracy(-y, digits.y) == 0.0
     with pytest.raises(ValueError, match="C >= 2"):
         accuracy(torch.zeros(3, 1), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError, match="labels"):
         cross_entropy_loss(torch.zeros(3, 2), torch.zeros(3, 2))
 
 
-def test_divergence_raises_or_is_reported(ntk_digits):
-    x, y = ntk_digits.x, ntk_digits.regression_targets()
+def test_divergence_raises_or_is_reported(digits):
+    x, y = digits.x, digits.regression_targets()
     with pytest.raises(TrainingDiverged, match="smaller learning rate"):
         train(_net(), x, y, lr=1e4, steps=50)
     result = train(_net(), x, y, lr=1e4, steps=50, raise_on_divergence=False)
@@ -144,9 +144,9 @@ def test_divergence_raises_or_is_reported(ntk_digits):
     assert stopped.diverged and stopped.final_loss > stopped.losses[0]
 
 
-def test_param_groups_give_per_layer_rates(ntk_digits):
+def test_param_groups_give_per_layer_rates(digits):
     """muP groups through ``params``: the input layer moves with lr * width (arch docs)."""
-    x, y = ntk_digits.x, ntk_digits.regression_targets()
+    x, y = digits.x, digits.regression_targets()
     net = ArchSpec(depth=1, activation="relu", parametrization="mup").with_width(32).build(
         seed=0, input_shape=(1, 8, 8))
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
@@ -157,9 +157,9 @@ def test_param_groups_give_per_layer_rates(ntk_digits):
     assert {g["name"]: g["lr"] for g in groups}["1.linear.weight"] == pytest.approx(1e-3 * 32)
 
 
-def test_steps_for_time_and_argument_checks(ntk_digits):
+def test_steps_for_time_and_argument_checks(digits):
     assert steps_for_time(2.0, 0.5) == 4 and steps_for_time(0.0, 1.0) == 0
-    x, y = ntk_digits.x, ntk_digits.regression_targets()
+    x, y = digits.x, digits.regression_targets()
     for bad in (dict(lr=0.0), dict(lr=float("nan")), dict(steps=-1), dict(optimizer="lbfgs"),
                 dict(loss="hinge"), dict(optimizer="sgd"), dict(batch_size=0),
                 dict(batch_size=len(x) + 1)):
@@ -170,14 +170,14 @@ def test_steps_for_time_and_argument_checks(ntk_digits):
         steps_for_time(-1.0, 0.1)
 
 
-def test_kernel_lr(ntk_digits):
+def test_kernel_lr(digits):
     """NTK/standard: N / lambda_max of the analytic Gram. muP: of the lr-weighted empirical
     NTK, which for one hidden layer equals the NTK parametrization's empirical NTK of the same
     stored parameters (the read-out's 1/n multiplier times its n-fold rate, the input layer's
     n-fold rate times the 1/n^2 of its back-propagated signal), per output unit."""
     from ntkcheck.kernels import analytic_kernels
 
-    x = ntk_digits.x
+    x = digits.x
     ntk = ArchSpec(depth=1, activation="relu")
     lr, params = kernel_lr(ntk.with_width(64), _net(), x)
     expected = len(x) / float(torch.linalg.eigvalsh(analytic_kernels(ntk, x).ntk)[-1])

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a device is resolved, not when the plugin loads
+    import torch
 
 __all__ = [
     "available_cpus",
+    "visible_nvidia_gpus",
     "auto_num_workers",
     "resolve_device",
     "threads_per_worker",
@@ -29,7 +33,12 @@ _FORMS = "'auto', 'cpu', 'cuda' or 'cuda:K'"
 
 
 def _cuda_count(cuda_count: int | None) -> int:
-    count = torch.cuda.device_count() if cuda_count is None else cuda_count
+    if cuda_count is None:
+        import torch
+
+        count = torch.cuda.device_count()
+    else:
+        count = cuda_count
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"cuda_count must be an integer >= 0, got {count!r}")
     return count
@@ -66,6 +75,8 @@ def resolve_device(
             which options would work.
 
     """
+    import torch
+
     count = _cuda_count(cuda_count)
     if not isinstance(option, str):
         raise ValueError(f"device option must be a string ({_FORMS}), got {option!r}")
@@ -141,3 +152,37 @@ def threads_per_worker(cpu_count: int, n_workers: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return max(1, cpu_count // max(n_workers, 1))
+
+
+def visible_nvidia_gpus(proc: Path = Path("/proc/driver/nvidia/gpus"),
+                        environ: dict[str, str] | None = None) -> int:
+    """Count the NVIDIA GPUs this process may use, without importing torch.
+
+    ``pytest -n auto`` asks for a worker count before any test is collected; importing torch
+    (about a second, and CUDA initialisation) there would burden every project that installs
+    ntkcheck, claims or not. ``CUDA_VISIBLE_DEVICES`` wins when set (its comma-separated
+    entries up to the first invalid one, as CUDA reads it: ``""`` or ``"-1"`` hides every
+    GPU); otherwise the Linux NVIDIA driver's ``/proc/driver/nvidia/gpus`` entries are counted.
+
+    Args:
+        proc: The driver's per-GPU folder (injectable for tests).
+        environ: The environment (``os.environ`` if ``None``).
+
+    Returns:
+        The number of GPUs, 0 where none is visible or the count is unknown (no NVIDIA driver
+        on Linux, another operating system): xdist's default worker count then applies.
+    """
+    env = os.environ if environ is None else environ
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = 0
+        for entry in visible.split(","):
+            entry = entry.strip()
+            if not entry or entry.startswith("-"):
+                break
+            count += 1
+        return count
+    try:
+        return sum(1 for _ in proc.iterdir())
+    except OSError:
+        return 0

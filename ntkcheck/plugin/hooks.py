@@ -97,6 +97,19 @@ if TYPE_CHECKING:  # ntkcheck.claim imports pandas and pandera: not at every pyt
     from ntkcheck.claim import Claim
 
 _BLAS_LIMITS = pytest.StashKey[Any]()
+_ACTIVE = pytest.StashKey[bool]()
+
+
+class _ActivateOnFirstClaim:
+    """On an xdist controller (which collects nothing), the first claim report activates."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Hook: a report carrying a claim means claims run in this session."""
+        if any(key == CLAIM_KEY for key, _ in getattr(report, "user_properties", ()) or ()):
+            _activate(self.config)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -134,8 +147,87 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = _resolve_settings(config)
     config.stash[_SETTINGS] = settings
     _configure_runtime(config, settings)
+    if not _is_worker(config):
+        run = RunWriter(config, settings)
+        config.stash[_RUN] = run
+        config.pluginmanager.register(run, "ntkcheck-run")
+        config.pluginmanager.register(_ActivateOnFirstClaim(config), "ntkcheck-activate")
+        config.pluginmanager.register(_ProgressLines(config, run), "ntkcheck-progress")
+
+
+class _ProgressLines:
+    """Progress lines on the controller while claims run (:mod:`ntkcheck.runs.progress`).
+
+    A header (profile, widths, seeds, claim tests, units, run folder) once the run's plan is
+    known, then a line with units done, elapsed time and about how long is left, every 10 s
+    on a terminal and every 60 s otherwise (CI logs, cluster jobs); none with ``-q``.
+    """
+
+    def __init__(self, config: pytest.Config, run: RunWriter) -> None:
+        self.config = config
+        self.run = run
+        self.printer: Any = None
+        self.header_done = False
+
+    def _emit(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        if not self.header_done:
+            self.header_done = True
+            p = self.config.stash[_SETTINGS].profile
+            from ntkcheck.runs.progress import read_progress
+
+            plan = read_progress(self.run.dir)
+            reporter.write_line(
+                f"ntkcheck: profile {p.name} · widths {','.join(map(str, p.widths))} · "
+                f"{p.n_seeds} seed(s) · {plan.claim_tests or '?'} claim test(s), about "
+                f"{plan.expected or '?'} units · run folder {self.run.dir}")
+        reporter.write_line(line)
+
+    def start(self) -> None:
+        """Start printing (once), unless ``-q`` asked for quiet."""
+        if self.printer is not None or self.config.get_verbosity() < 0:
+            return
+        import sys
+
+        from ntkcheck.runs.progress import ProgressPrinter
+
+        interval = 10.0 if sys.stdout.isatty() else 60.0
+        self.printer = ProgressPrinter(self.run.dir, self._emit, interval)
+        self.printer.start()
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Hook (no xdist): claims were collected here."""
+        if self.config.stash.get(_ACTIVE, False):
+            self.start()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Hook (xdist controller): watch the folder; lines appear only if claims run."""
+        self.start()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Hook: stop the printer before the run's summary, with a last line."""
+        if self.printer is not None:
+            self.printer.stop()
+            self.printer.tick()
+
+
+def _activate(config: pytest.Config) -> None:
+    """Claims run in this process: torch/BLAS threads and SIGTERM handling (once).
+
+    Called when the first claim test is collected (a worker, or a run without xdist) or,
+    on an xdist controller, when the first claim report arrives. A session that collects no
+    claim never gets here: it keeps its thread counts and signal handlers, and imports
+    neither torch nor pandas (README, "A plugin that stays out of the way").
+    """
+    if config.stash.get(_ACTIVE, False):
+        return
+    config.stash[_ACTIVE] = True
     if _is_worker(config):
         import torch
+        from threadpoolctl import threadpool_limits
 
         from ntkcheck.plugin.devices import threads_per_worker
 
@@ -144,13 +236,13 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
         # NumPy/SciPy's BLAS (OpenBLAS, MKL) threads too: oversubscribed cores made BLAS-heavy
         # claims (scipy solves in a loop) two orders of magnitude slower on 2 cores.
-        from threadpoolctl import threadpool_limits
-
         config.stash[_BLAS_LIMITS] = threadpool_limits(limits=threads)
-    else:
-        run = RunWriter(config, settings)
-        config.stash[_RUN] = run
-        config.pluginmanager.register(run, "ntkcheck-run")
+        return
+    if _option(config, "report") is None:  # the default folder: checked once claims run
+        _check_report_dir(config, config.stash[_SETTINGS])
+    stack = contextlib.ExitStack()
+    stack.enter_context(sigterm_as_interrupt())
+    config.add_cleanup(stack.close)
 
 
 def _configure_runtime(config: pytest.Config, settings: Settings) -> None:
@@ -176,14 +268,16 @@ def _configure_runtime(config: pytest.Config, settings: Settings) -> None:
             resolve_device(settings.device, None)
         except ValueError as exc:
             raise pytest.UsageError(f"--ntk-device: {exc}") from None
+    if _option(config, "report") is not None:  # asked for: check it before any test runs
+        _check_report_dir(config, settings)
+
+
+def _check_report_dir(config: pytest.Config, settings: Settings) -> None:
     base = settings.report_dir
     try:
         check_report_dir(base if base.is_absolute() else Path(config.rootpath) / base)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    stack = contextlib.ExitStack()
-    stack.enter_context(sigterm_as_interrupt())
-    config.add_cleanup(stack.close)
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist must still start
@@ -192,11 +286,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     settings = config.stash.get(_SETTINGS, None)
     if settings is None or settings.device == "cpu":
         return None
-    import torch
+    from ntkcheck.plugin.devices import auto_num_workers, visible_nvidia_gpus
 
-    from ntkcheck.plugin.devices import auto_num_workers
-
-    n_gpu = torch.cuda.device_count()
+    n_gpu = visible_nvidia_gpus()  # counted without importing torch (no claim may run)
     return auto_num_workers(os.cpu_count() or 1, n_gpu) if n_gpu else None
 
 
@@ -236,6 +328,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         mark = item.get_closest_marker("claim")
         if mark is None:
             continue
+        _activate(config)
         from ntkcheck.claim import Claim
 
         claim = Claim.from_marker_kwargs(mark.kwargs, where=item.nodeid)
@@ -246,6 +339,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # Shards must draw the same architectures, or their merge would be incomplete.
             _apply_hypothesis_settings(obj, settings.profile,
                                        settings.profile.derandomize or settings.shard is not None)
+    if config.stash.get(_ACTIVE, False):
+        _write_plan(config, [i for i in items if _CLAIM in i.stash])
+
+
+def _planned_units(item: pytest.Item, settings: Settings) -> int:
+    """About how many units a claim test will measure: architectures x its sweep."""
+    from ntkcheck.plugin.sweep import sweep_units
+
+    claim = item.stash[_CLAIM]
+    profile = settings.profile
+    obj = getattr(item, "obj", None)
+    n_arch = 1
+    if obj is not None and getattr(obj, "is_hypothesis_test", False):
+        explicit = len(getattr(obj, "hypothesis_explicit_examples", ()) or ())
+        n_arch = explicit + profile.max_examples
+    sweep = sweep_units(claim.id, list(profile.widths), list(range(profile.n_seeds)),
+                        settings.shard)
+    return n_arch * len(sweep)
+
+
+def _write_plan(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``plan.json`` in the run folder: the units this run expects (for progress lines)."""
+    import time
+
+    from ntkcheck.runs.progress import write_plan
+
+    if _is_worker(config):
+        if config.workerinput.get("workerid") != "gw0":  # every worker collects the same items
+            return
+        run_dir = config.workerinput.get("ntkcheck_run_dir")
+    else:
+        run = config.stash.get(_RUN, None)
+        run_dir = run.dir if run is not None else None
+    if not run_dir or not items:
+        return
+    settings = config.stash[_SETTINGS]
+    try:
+        write_plan(Path(run_dir), expected_units=sum(_planned_units(i, settings) for i in items),
+                   claim_tests=len(items), started=time.time())
+    except OSError:  # progress is a convenience: a folder problem surfaces when records land
+        pass
 
 
 def _timed_out(item: pytest.Item, claim: Claim, reason: str) -> str:

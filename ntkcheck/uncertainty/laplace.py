@@ -70,14 +70,9 @@ __all__ = ["FULL_MAX_PARAMS", "LAPLACE_INSTALL", "LIKELIHOODS", "STRUCTURES", "C
            "lla_predictive", "log_variance_error", "ntk_gp_posterior", "probit_probabilities",
            "require_laplace", "tune_hyperparameters"]
 
-#: How to install laplace-torch next to a CPU build of torch (its declared torchvision
-#: dependency is not needed and would replace torch); see the README.
-LAPLACE_INSTALL = (
-    "pip install 'asdfghjkl==0.1a4' 'einops>=0.3,<1' 'unfoldNd>=0.2,<1' 'einconv>=0.1' "
-    "'linear_operator>=0.2' 'opt-einsum>=3.4' 'tqdm>=4.66' torchmetrics && "
-    "pip install --no-deps laplace-torch==0.3 backpack-for-pytorch==1.7.1 "
-    "curvlinops-for-pytorch==3.0.1"
-)
+#: How to install laplace-torch without replacing torch (its declared torchvision dependency
+#: is not needed and would replace a CPU torch): the repository's one install command.
+LAPLACE_INSTALL = "bash install.sh (in the ntkcheck repository; README, Install)"
 LIKELIHOODS = ("regression", "classification")
 #: Hessian structures accepted by :func:`fit_laplace`.
 STRUCTURES = ("auto", "full", "kron", "gp")
@@ -100,9 +95,8 @@ def require_laplace() -> Any:
         import laplace
     except ImportError as exc:
         raise LaplaceNotInstalled(
-            f"the uncertainty claims need laplace-torch ({exc}); on a CPU-only machine "
-            f"install it with: {LAPLACE_INSTALL}   (with a CUDA torch whose torchvision "
-            "matches: pip install -e '.[uncertainty]')"
+            f"the uncertainty claims need laplace-torch ({exc}); install it, keeping your "
+            f"torch, with: {LAPLACE_INSTALL}"
         ) from exc
     return laplace
 
