@@ -18,8 +18,8 @@ cd "$(dirname "$0")"
 pip=(python -m pip install --disable-pip-version-check -q)
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n 2,15p "$0"; exit 0; fi
 
-if python -c "import torch" 2>/dev/null; then
-  echo "install.sh: keeping torch $(python -c 'import torch; print(torch.__version__)')"
+if python -W ignore -c "import torch" 2>/dev/null; then
+  echo "install.sh: keeping torch $(python -W ignore -c 'import torch; print(torch.__version__)')"
 elif [ -n "${NTKCHECK_TORCH:-}" ]; then
   "${pip[@]}" "$NTKCHECK_TORCH"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
@@ -29,13 +29,13 @@ else
   echo "install.sh: no torch installed and no NVIDIA GPU: installing the CPU build"
   "${pip[@]}" torch --index-url https://download.pytorch.org/whl/cpu
 fi
-torch_before=$(python -c "import torch; print(torch.__version__)")
+torch_before=$(python -W ignore -c "import torch; print(torch.__version__)")
 
 "${pip[@]}" -e ".[uncertainty]"          # ntkcheck and the extra's real dependencies
 "${pip[@]}" --no-deps laplace-torch==0.3 backpack-for-pytorch==1.7.1 curvlinops-for-pytorch==3.0.1
 if [ "${1:-}" = "--dev" ]; then "${pip[@]}" -e ".[dev]"; fi
 
-torch_after=$(python -c "import torch; print(torch.__version__)")
+torch_after=$(python -W ignore -c "import torch; print(torch.__version__)")
 if [ "$torch_before" != "$torch_after" ]; then
   echo "install.sh: torch changed from $torch_before to $torch_after; please report this" >&2
   exit 1
