@@ -69,7 +69,8 @@ def test_one_width_plot_per_claim_and_a_depth_plot_where_depth_varies(default_re
     assert len(sections) == N_CLAIMS
     for i in range(N_CLAIMS):
         s = sections[f"claim-{i}"]
-        plots = [p for p in s.find_all("div", cls="plot") if "depth-plot" not in p.classes]
+        others = {"depth-plot", "needed-plot", "curves-plot"}  # not the metric-vs-width plot
+        plots = [p for p in s.find_all("div", cls="plot") if not others & set(p.classes)]
         depth = list(s.find_all("div", cls="depth-plot"))
         assert len(plots) == 1 and list(plots[0].find_all("svg"))
         text = plots[0].all_text()

@@ -476,15 +476,15 @@ def test_a_killed_controller_leaves_a_run_that_list_and_report_read(pytester, wo
     assert 'id="incomplete"' in (pytester.path / "recovered.html").read_text()
 
 
-def _probe_and_start(path: str, rounds: int) -> list[str]:
-    """One process of the race: check the report folder, then make a run folder in it."""
+def _probe_and_start(path: str, rounds: int, task: int) -> list[str]:
+    """One task of the race: check the report folder, then make a run folder in it."""
     from ntkcheck.plugin.options import check_report_dir
 
     errors = []
     for i in range(rounds):
         try:
             check_report_dir(Path(path) / str(i))
-            (Path(path) / str(i) / f"run-{os.getpid()}").mkdir(parents=True, exist_ok=True)
+            (Path(path) / str(i) / f"run-{task}-{os.getpid()}").mkdir(parents=True)
         except (OSError, ValueError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
     return errors
@@ -496,9 +496,9 @@ def test_concurrent_starts_into_a_new_report_folder_never_fail(tmp_path):
 
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(12) as pool:
-        results = pool.starmap(_probe_and_start, [(str(tmp_path / "job"), 40)] * 12)
+        results = pool.starmap(_probe_and_start, [(str(tmp_path / "job"), 40, k) for k in range(12)])
     assert [e for r in results for e in r] == []
-    for i in range(40):  # every process made its run folder; the check left nothing else
+    for i in range(40):  # every task made its run folder; the check left nothing else
         assert len(list((tmp_path / "job" / str(i)).iterdir())) == 12
     assert not [p for p in tmp_path.rglob(".ntkcheck-probe-*")]
 
