@@ -496,7 +496,8 @@ def test_concurrent_starts_into_a_new_report_folder_never_fail(tmp_path):
 
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(12) as pool:
-        results = pool.starmap(_probe_and_start, [(str(tmp_path / "job"), 40, k) for k in range(12)])
+        tasks = [(str(tmp_path / "job"), 40, k) for k in range(12)]
+        results = pool.starmap(_probe_and_start, tasks)
     assert [e for r in results for e in r] == []
     for i in range(40):  # every task made its run folder; the check left nothing else
         assert len(list((tmp_path / "job" / str(i)).iterdir())) == 12
