@@ -309,6 +309,17 @@ def test_widths_above_a_cap_are_recorded_as_capped_and_the_widest_measured_is_ju
     assert (verdicts[0]["widest_width"], verdicts[0]["holds_at_widest"]) == ("16", "True")
     assert "not measured: above the width cap" in (run / "report.html").read_text()
 
+
+def test_a_test_whose_every_width_is_capped_is_skipped_with_the_reason(pytester):
+    """A profile that leaves a whole test out (e.g. converged CNN training outside `paper`)
+    gives a skip naming the cap, not a 'measured nothing' failure; the records are kept."""
+    pytester.makepyfile(test_cap=CLAIM_CAPPED.format(tol=0.1))
+    result = pytester.runpytest(*SMALL, "--ntk-widths", "32,64", "--ntk-seeds", "1", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*every width is above this profile's width cap*"
+                                 "CNN kernels cost too much*"])
+    assert {r["status"] for r in _records(_run_dir(pytester.path))} == {"capped"}
+
     pytester.makepyfile(test_cap=CLAIM_CAPPED.format(tol=0.01))  # 1/16 > 0.01: must fail
     result = pytester.runpytest(*SMALL, "--ntk-widths", "8,16,32", "--ntk-seeds", "2")
     result.assert_outcomes(failed=1)
