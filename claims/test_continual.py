@@ -213,7 +213,7 @@ def practical_forgetting(claim: dict, spec, sweep, device, measure, profile,
                 **extra)
 
 
-@pytest.mark.claim(**SHORT)
+@pytest.mark.claim(**SHORT, setting="practical")
 @given(spec=WIDTH_SPECS)
 @example(spec=PAPER_MLP)
 def test_forgetting_decreases_with_width_short(spec, ntk_sweep, ntk_device, ntk_measure,
@@ -221,7 +221,7 @@ def test_forgetting_decreases_with_width_short(spec, ntk_sweep, ntk_device, ntk_
     practical_forgetting(SHORT, spec, ntk_sweep, ntk_device, ntk_measure, ntk_profile)
 
 
-@pytest.mark.claim(**CONVERGED_CLAIM)
+@pytest.mark.claim(**CONVERGED_CLAIM, setting="practical")
 @given(spec=WIDTH_SPECS)
 @example(spec=PAPER_MLP)
 def test_forgetting_decreases_with_width_converged(spec, ntk_sweep, ntk_device, ntk_measure,
