@@ -76,10 +76,22 @@ def test_watch_returns_when_the_run_finishes(tmp_path):
         sleeps.append(s)
         (run / "records.jsonl").write_text(
             "".join(json.dumps(_record("a", w, 0)) + "\n" for w in (8, 16)))
-        (run / "meta.json").write_text("{}")
+        (run / "meta.json").write_text('{"finished": "2026-12-02T19:00:00"}')
 
     assert watch(run, interval=5, emit=lines.append, clock=lambda: 10.0, sleep=sleep) == 0
-    assert sleeps == [5] and lines[-1].endswith("finished") and "2/2 units" in lines[-1]
+    assert sleeps == [5] and lines[-1].startswith("ntkcheck: 2 unit(s) measured in ")
+    assert lines[-1].endswith(" · finished") and "left" not in lines[-1]
+
+
+def test_an_ended_run_says_how_long_it_took_not_how_long_is_left(tmp_path):
+    run = _folder(tmp_path, part_records=[_record("a", 8, 0)],
+                  plan=dict(expected_units=4, claim_tests=1, started=0.0))
+    (run / "meta.json").write_text('{"finished": null}')  # provisional: still running
+    assert "about" in read_progress(run).line(now=10.0)
+    (run / "meta.json").write_text('{"finished": "2026-12-02T19:00:00", "interrupted": true}')
+    p = read_progress(run)
+    assert p.finished and p.interrupted and p.line().endswith(" · interrupted")
+    assert "left" not in p.line() and "%" not in p.line()
 
 
 def test_watch_command(tmp_path, capsys):
@@ -117,4 +129,10 @@ def test_a_run_prints_its_plan_and_progress(pytester, quiet):
     else:
         result.stdout.fnmatch_lines(["ntkcheck: profile quick · widths 8,16 · 2 seed(s) · "
                                      "1 claim test(s), about 4 units · run folder *",
-                                     "ntkcheck: 4/4 units (100%)*"])
+                                     "ntkcheck: 4 unit(s) measured in * · finished"])
+
+
+def test_collect_only_writes_no_run_folder(pytester):
+    pytester.makepyfile(test_claim=CLAIM)
+    pytester.runpytest_subprocess("--co", "-q", "-p", "no:cacheprovider").assert_outcomes()
+    assert not (pytester.path / "reports").exists()

@@ -173,6 +173,9 @@ class _ProgressLines:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None:
             return
+        writer = getattr(reporter, "_tw", None)  # xdist's progress dots end without a newline
+        if getattr(writer, "width_of_current_line", 0):
+            writer.line()
         if not self.header_done:
             self.header_done = True
             p = self.config.stash[_SETTINGS].profile
@@ -211,7 +214,7 @@ class _ProgressLines:
         """Hook: stop the printer before the run's summary, with a last line."""
         if self.printer is not None:
             self.printer.stop()
-            self.printer.tick()
+            self.printer.tick(final=True)
 
 
 def _activate(config: pytest.Config) -> None:
@@ -339,7 +342,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # Shards must draw the same architectures, or their merge would be incomplete.
             _apply_hypothesis_settings(obj, settings.profile,
                                        settings.profile.derandomize or settings.shard is not None)
-    if config.stash.get(_ACTIVE, False):
+    if config.stash.get(_ACTIVE, False) and not config.option.collectonly:
         _write_plan(config, [i for i in items if _CLAIM in i.stash])
 
 

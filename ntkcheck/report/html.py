@@ -176,7 +176,7 @@ def build_html(
         if fmt.is_missing(meta.get("schema_error"))
         else str(meta["schema_error"]),
         "outcome_counts": _outcome_counts(counts["claim_outcomes"]),
-        "n_claims": len(claims),
+        "n_claims": counts["claims"],  # claims with a theory test, as the terminal counts
         "practical_claims": counts["practical_claims"],
         "practical_counts": [(o, n) for o, n in _outcome_counts(counts["practical_outcomes"])
                              if n],

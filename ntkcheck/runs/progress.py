@@ -51,6 +51,8 @@ class Progress:
         started: Unix time the run started (``plan.json``), or ``None``.
         finished: Whether ``meta.json`` exists (the run wrote its report).
         per_claim: Units recorded per claim id.
+        ended: Unix time the run wrote ``meta.json`` (its modification time), or ``None``.
+        interrupted: Whether ``meta.json`` says the run was interrupted.
     """
 
     done: int
@@ -59,10 +61,23 @@ class Progress:
     started: float | None
     finished: bool
     per_claim: dict[str, int]
+    ended: float | None = None
+    interrupted: bool = False
 
-    def line(self, now: float | None = None) -> str:
-        """One progress line: units done of expected, elapsed, and about how long is left."""
+    def line(self, now: float | None = None, final: bool = False) -> str:
+        """One progress line: units done of expected, elapsed, and about how long is left.
+
+        A run that has ended (``finished``, or ``final`` for the last line a run prints) says
+        how many units it measured and how long it took; the planned count is only an
+        estimate (Hypothesis may draw fewer architectures, a failing one stops the draws).
+        """
         now = time.time() if now is None else now
+        if self.finished or final:
+            end = self.ended if self.ended is not None else now
+            took = (f" in {format_duration(end - self.started)}"
+                    if self.started is not None else "")
+            state = "interrupted" if self.interrupted else "finished"
+            return f"ntkcheck: {self.done} unit(s) measured{took} · {state}"
         parts = [f"{self.done} unit(s) measured"]
         if self.expected:
             parts[0] = (f"{self.done}/{self.expected} units "
@@ -73,8 +88,6 @@ class Progress:
             if self.expected and 0 < self.done < self.expected:
                 left = elapsed * (self.expected - self.done) / self.done
                 parts.append(f"about {format_duration(left)} left")
-        if self.finished:
-            parts.append("finished")
         return "ntkcheck: " + " · ".join(parts)
 
 
@@ -132,9 +145,20 @@ def read_progress(run_dir: Path) -> Progress:
         return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
             else None
 
+    meta_path = run_dir / "meta.json"
+    ended, interrupted, finished = None, False, False
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        # the writer's provisional meta.json (written at the first claim) has no "finished"
+        finished = isinstance(meta, dict) and bool(meta.get("finished"))
+        interrupted = finished and bool(meta.get("interrupted"))
+        ended = meta_path.stat().st_mtime if finished else None
+    except (OSError, ValueError):
+        pass
     return Progress(done=sum(per_claim.values()), expected=_num("expected_units", int),
                     claim_tests=_num("claim_tests", int), started=_num("started", float),
-                    finished=(run_dir / "meta.json").is_file(), per_claim=per_claim)
+                    finished=finished, per_claim=per_claim, ended=ended,
+                    interrupted=interrupted)
 
 
 def write_plan(run_dir: Path, *, expected_units: int, claim_tests: int, started: float) -> None:
@@ -179,13 +203,18 @@ class ProgressPrinter:
         while not self._stop.wait(self.interval):
             self.tick()
 
-    def tick(self) -> str | None:
-        """Emit a line if units were added since the last one; return it."""
+    def tick(self, final: bool = False) -> str | None:
+        """Emit a line if units were added since the last one; return it.
+
+        With ``final``, emit the run's last line (units measured and time taken) in any case.
+        """
         progress = read_progress(self.run_dir)
-        if progress.done == self._last or (progress.done == 0 and progress.expected is None):
+        if progress.done == 0 and progress.expected is None:
+            return None
+        if progress.done == self._last and not final:
             return None
         self._last = progress.done
-        line = progress.line()
+        line = progress.line(final=final)
         try:
             self.emit(line)
         except Exception:  # noqa: BLE001  a closed terminal must not break the run

@@ -863,7 +863,9 @@ def list_runs(reports: str | Path = "reports") -> pd.DataFrame:
 
         meta = run.meta
         entries = [summarize_claim(dict(c)) for c in run.claims.values()]
-        outcomes = [str(c.get("outcome") or "") for c in entries]
+        # passed/failed: claims with a theory test (a practical-only claim is counted under
+        # practical_failed only), as the terminal and the report's headline count them
+        outcomes = [str(c.get("outcome") or "") for c in entries if c.get("has_theory", True)]
         practical = [str(c.get("practical_outcome") or "") for c in entries]
         used = (sorted({str(d) for d in run.records["device"].dropna()})
                 if "device" in run.records.columns else [])
